@@ -1,0 +1,45 @@
+"""Apply alembic migrations from code (``tamas db upgrade``) without an alembic.ini on disk."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` (blocking; runs its own event loop)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+async def upgrade_async(url: str, revision: str = "head") -> None:
+    """``upgrade`` from inside a running event loop (alembic's env starts its own loop)."""
+    await asyncio.to_thread(upgrade, url, revision)
+
+
+def current(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    sync_url = url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+    if "+psycopg" in sync_url:
+        raise NotImplementedError("current revision lookup is only used on SQLite")
+    engine = create_engine(sync_url)
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

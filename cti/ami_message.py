@@ -1,0 +1,89 @@
+"""One AMI message (event, response or action) as Asterisk sent it.
+
+AMI allows a key to repeat (``ChanVariable``, ``Variable``...), so the message keeps every
+``(key, value)`` pair in order and offers dict-like access to the first value of a key.
+Keys are matched case-insensitively because Asterisk modules are not consistent about case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+
+class AmiMessage(Mapping[str, str]):
+    """An immutable AMI message; ``msg["Uniqueid"]`` is the first value of that key."""
+
+    __slots__ = ("_first", "_pairs")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        first: dict[str, str] = {}
+        for key, value in pairs:
+            first.setdefault(key.lower(), value)
+        self._first = first
+
+    @classmethod
+    def of(cls, **fields: str) -> AmiMessage:
+        """Build a message from keyword fields (handy in tests)."""
+        return cls(list(fields.items()))
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    @property
+    def event(self) -> str | None:
+        """The ``Event`` name, or None for responses."""
+        return self._first.get("event")
+
+    @property
+    def response(self) -> str | None:
+        """The ``Response`` value (Success, Error, Follows, Goodbye), or None for events."""
+        return self._first.get("response")
+
+    @property
+    def action_id(self) -> str | None:
+        return self._first.get("actionid")
+
+    def getall(self, key: str) -> list[str]:
+        """Every value of a repeated key, in order."""
+        k = key.lower()
+        return [v for kk, v in self._pairs if kk.lower() == k]
+
+    def variables(self) -> dict[str, str]:
+        """``ChanVariable``/``Variable`` entries of the form ``NAME=value`` as a dict."""
+        out: dict[str, str] = {}
+        for key, value in self._pairs:
+            lk = key.lower()
+            if lk in ("chanvariable", "variable") and "=" in value:
+                name, _, val = value.partition("=")
+                out[name] = val
+            elif lk.startswith("chanvariable(") and lk.endswith(")"):
+                out[key[len("chanvariable(") : -1]] = value
+        return out
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for key, _ in self._pairs:
+            if key.lower() not in seen:
+                seen.add(key.lower())
+                yield key
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._first
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return self._first.get(key.lower(), default)
+
+    def encode(self) -> bytes:
+        """Wire form: ``Key: Value\\r\\n`` lines and a blank line."""
+        return ("".join(f"{k}: {v}\r\n" for k, v in self._pairs) + "\r\n").encode()
+
+    def __repr__(self) -> str:
+        return f"AmiMessage({self._pairs!r})"

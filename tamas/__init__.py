@@ -1,0 +1,1 @@
+"""tamas package."""
