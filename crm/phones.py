@@ -153,7 +153,8 @@ _POSSIBILITY_REASONS: dict[int, str] = {
 
 _PARSE_REASONS: dict[int, str] = {
     NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
-    NumberParseException.NOT_A_NUMBER: "not a phone number",
+    # Only digits (and a leading "+") reach phonenumbers, so "not a number" means too few digits.
+    NumberParseException.NOT_A_NUMBER: "too short",
     NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
     NumberParseException.TOO_SHORT_NSN: "too short",
     NumberParseException.TOO_LONG: "too long",

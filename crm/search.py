@@ -13,7 +13,7 @@ from sqlalchemy import Select, and_, delete, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.models import SearchDoc
-from crm.textfold import fold, fold_query
+from crm.textfold import fold, tokens
 
 
 def document_body(parts: Iterable[str | None]) -> str:
@@ -52,18 +52,17 @@ def _fts5_query(tokens: Sequence[str]) -> str:
 
 def matching_ids(dialect: str, entity_type: str, query: str) -> Select[Any] | None:
     """A SELECT of the ids of ``entity_type`` records matching ``query`` (None: empty query)."""
-    tokens = [t for t in fold_query(query).split() if t]
-    if not tokens:
+    words = tokens(query)
+    if not words:
         return None
     if dialect == "sqlite":
-        return (
-            select(SearchDoc.entity_id)
-            .join(
-                literal_column("search_fts"),
-                text("search_fts.rowid = search_docs.id"),
-            )
-            .where(SearchDoc.entity_type == entity_type)
-            .where(text("search_fts MATCH :q").bindparams(q=_fts5_query(tokens)))
+        hits = (
+            select(literal_column("rowid"))
+            .select_from(text("search_fts"))
+            .where(text("search_fts MATCH :q").bindparams(q=_fts5_query(words)))
         )
-    conds = [SearchDoc.body.contains(t, autoescape=True) for t in tokens]
+        return select(SearchDoc.entity_id).where(
+            SearchDoc.entity_type == entity_type, SearchDoc.id.in_(hits)
+        )
+    conds = [SearchDoc.body.contains(t, autoescape=True) for t in words]
     return select(SearchDoc.entity_id).where(SearchDoc.entity_type == entity_type, and_(*conds))

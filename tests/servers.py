@@ -207,9 +207,11 @@ class ServerProcess:
         return cls(name=name, proc=proc, log_path=log_path, stop_signal=stop_signal)
 
     def failure(self, what: str) -> RuntimeError:
+        """An error carrying the log tail; the full log is kept in test-artifacts/servers/."""
+        saved = self.save_log(f"{self.name}-failed.log")
         return RuntimeError(
-            f"{self.name} {what} (exit code {self.proc.poll()}); log {self.log_path}:\n"
-            f"{log_tail(self.log_path)}"
+            f"{self.name} {what} (exit code {self.proc.poll()}); log {saved or self.log_path}"
+            f", last lines:\n{log_tail(self.log_path)}"
         )
 
     def wait_ready(self, check: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
@@ -240,11 +242,37 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 continue
 
-    def save_log(self, dest_name: str) -> None:
-        with contextlib.suppress(OSError):
-            dest = ARTIFACTS_DIR / "servers"
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.log_path, dest / dest_name)
+    def save_log(self, dest_name: str) -> Path | None:
+        """Copy the server log to test-artifacts/servers/ (best effort)."""
+        dest = ARTIFACTS_DIR / "servers" / dest_name
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.log_path, dest)
+        except OSError:
+            return None
+        return dest
+
+
+_OWNER_FILE = "tests-owner.pid"
+
+
+def make_server_tmpdir(prefix: str, base: str | None = None) -> Path:
+    """A fresh temp dir for one server, tagged with this process's pid.
+
+    Also removes dirs with the same prefix left by test runs that were killed (SIGKILL skips
+    teardown; the servers themselves die with their parent via PR_SET_PDEATHSIG).
+    """
+    root = Path(base or tempfile.gettempdir())
+    for stale in root.glob(f"{prefix}*"):
+        try:
+            pid = int((stale / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    (tmp / _OWNER_FILE).write_text(str(os.getpid()))
+    return tmp
 
 
 def _tcp_open(port: int) -> bool:
@@ -474,7 +502,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             " or PATH: apt-get install postgresql postgresql-contrib"
         )
     owner = _postgres_os_user()
-    tmp = Path(tempfile.mkdtemp(prefix="tamas-pg-", dir=_tmp_base_for(owner)))
+    tmp = make_server_tmpdir("tamas-pg-", _tmp_base_for(owner))
     server: PostgresServer | None = None
     try:
         server = _start_postgres(tmp, bindir, owner)
@@ -530,7 +558,7 @@ def redis_server() -> Iterator[RedisServer]:
     )
     if binary is None:
         unavailable("redis-server not found: apt-get install redis-server")
-    tmp = Path(tempfile.mkdtemp(prefix="tamas-redis-"))
+    tmp = make_server_tmpdir("tamas-redis-")
 
     def start(port: int) -> RedisServer:
         argv = [
