@@ -122,7 +122,7 @@ class Team(Base, Timestamped):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     queue: Mapped[str | None] = mapped_column(String(128))
     members: Mapped[list[TeamMember]] = relationship(
-        back_populates="team", cascade="all, delete-orphan"
+        back_populates="team", cascade="all, delete-orphan", lazy="selectin"
     )
 
 

@@ -56,7 +56,7 @@ def matching_ids(dialect: str, entity_type: str, query: str) -> Select[Any] | No
     if not words:
         return None
     if dialect == "sqlite":
-        hits = (
+        hits: Select[Any] = (
             select(literal_column("rowid"))
             .select_from(text("search_fts"))
             .where(text("search_fts MATCH :q").bindparams(q=_fts5_query(words)))

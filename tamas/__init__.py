@@ -1,1 +1,3 @@
-"""tamas package."""
+"""Tamas: CTI gateway and CRM for call centers running Asterisk."""
+
+__version__ = "0.1.0"

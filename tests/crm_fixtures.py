@@ -126,3 +126,48 @@ async def make_pipeline(db: Database, name: str = "Sales") -> int:
             ),
         )
         return pipe.id
+
+
+class Api:
+    """A running gateway app on a random loopback port, with helpers to log in."""
+
+    def __init__(self, client: Any, db: Database) -> None:
+        self.client = client
+        self.db = db
+
+    async def login(self, username: str, password: str) -> dict[str, str]:
+        resp = await self.client.post(
+            "/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        assert resp.status == 200, await resp.text()
+        token = (await resp.json())["token"]
+        return {"Authorization": f"Bearer {token}"}
+
+    async def actor(self, username: str, role: str = "agent", **kw: Any) -> dict[str, str]:
+        actor = await make_actor(self.db, username, role, **kw)
+        return await self.login(username, actor.password)
+
+    async def call(
+        self, method: str, path: str, headers: dict[str, str], expect: int = 200, **kw: Any
+    ) -> Any:
+        resp = await self.client.request(method, path, headers=headers, **kw)
+        text = await resp.text()
+        assert resp.status == expect, f"{method} {path}: {resp.status} {text}"
+        return await resp.json() if text and resp.content_type == "application/json" else text
+
+
+@pytest.fixture
+async def api(db: Database, tmp_path: Path) -> AsyncIterator[Api]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tamas.app import create_app
+    from tamas.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url)
+    app = create_app(settings, db)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Api(client, db)
+    finally:
+        await client.close()

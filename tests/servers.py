@@ -363,15 +363,12 @@ class PostgresServer:
         return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
     async def execute_async(self, sql: str) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
+        """Run one statement on the default database."""
+        await _execute(self.dsn, sql)
 
     def execute(self, sql: str) -> None:
         """Run one statement on the default database (sync; fine inside async tests)."""
-        run_coroutine_sync(lambda: self.execute_async(sql))
+        run_coroutine_sync(lambda: _execute(self.dsn, sql))
 
     def create_database(self, name: str | None = None) -> str:
         """Create an empty database (from template0) and return its SQLAlchemy URL."""
@@ -382,6 +379,14 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         """Drop a database, disconnecting any sessions still attached to it."""
         self.execute(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
+
+
+async def _execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _postgres_ready(dsn: str) -> bool:
@@ -458,19 +463,18 @@ def _start_postgres(tmp: Path, bindir: Path, owner: pwd.struct_passwd | None) ->
             process.wait_ready(
                 lambda: _tcp_open(port) and run_coroutine_sync(lambda: _postgres_ready(admin_dsn))
             )
-            server = PostgresServer(
-                url=f"postgresql+asyncpg://{user}@{HOST}:{port}/{dbname}",
-                dsn=f"postgresql://{user}@{HOST}:{port}/postgres",
-                host=HOST,
-                port=port,
-                process=process,
-            )
-            server.execute(f"CREATE DATABASE {dbname} TEMPLATE template0")
+            create = f"CREATE DATABASE {dbname} TEMPLATE template0"
+            run_coroutine_sync(lambda: _execute(admin_dsn, create))
         except BaseException:
             process.stop()
             raise
-        server.dsn = server.dsn_for(dbname)
-        return server
+        return PostgresServer(
+            url=f"postgresql+asyncpg://{user}@{HOST}:{port}/{dbname}",
+            dsn=f"postgresql://{user}@{HOST}:{port}/{dbname}",
+            host=HOST,
+            port=port,
+            process=process,
+        )
 
     return _start_with_port_retry(start)
 

@@ -415,9 +415,8 @@ async def create(
     p.require(spec.name, "create")
     fields = data.model_dump(exclude_unset=False)
     special = {k: fields.pop(k) for k in list(fields) if k in _SPECIAL_KEYS}
-    for f in p.masked(spec.name):
-        if f in data.model_fields_set:
-            raise PermissionDenied(f"may not set masked field {f}")
+    # Masked fields may be given on create (an agent saving an unknown caller types the
+    # number in), but never read back or changed afterwards.
     if spec.customer or hasattr(spec.model, "owner_id"):
         if (
             "owner_id" in fields
