@@ -33,13 +33,8 @@ async def upgrade_async(url: str, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade, url, revision)
 
 
-def current(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
+def head_revision() -> str | None:
+    """The newest revision this code knows."""
+    from alembic.script import ScriptDirectory
 
-    sync_url = url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-    if "+psycopg" in sync_url:
-        raise NotImplementedError("current revision lookup is only used on SQLite")
-    engine = create_engine(sync_url)
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

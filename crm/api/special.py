@@ -429,7 +429,8 @@ def special_routes() -> list[web.RouteDef]:
         web.post("/api/v1/leads/{id}/convert", convert_lead),
         web.get("/api/v1/documents/{id}", download_document),
         web.get("/api/v1/audit", audit_log),
-    ] + _per_entity_routes()
+        *_per_entity_routes(),
+    ]
 
 
 def _per_entity_routes() -> list[web.RouteDef]:

@@ -24,6 +24,7 @@ STATE_DESC = {
 }
 DOWN, RING, RINGING, UP = 0, 4, 5, 6
 
+
 # ast_device_state numbers, as QueueMember/QueueMemberStatus "Status" carries them.
 DEVICE_CODES = {
     "UNKNOWN": 0,
@@ -355,12 +356,12 @@ class PbxState:
         """What Asterisk would compute for a device from the channels on it."""
         ringing = in_use = False
         for chan in self.channels.values():
-            if chan.device != device or chan.name.endswith(";2"):
+            if chan.device != device or chan.state == DOWN or chan.name.endswith(";2"):
                 continue
-            if chan.state == UP:
-                in_use = True
-            elif chan.state in (RINGING, RING) or chan.state == DOWN:
+            if chan.state == RINGING:
                 ringing = True
+            else:  # ast_state_chan2dev: Ring, Up, Dialing... all count as in use
+                in_use = True
         if in_use and ringing:
             return "RINGINUSE"
         if in_use:
