@@ -13,7 +13,11 @@ from crm.models import AuditEntry
 
 def jsonable(value: Any) -> Any:
     """Values as they are kept in the log's JSON."""
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, dt.datetime):
+        # Always UTC on the way out, whatever offset the client sent.
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)

@@ -133,6 +133,10 @@ def _flatten_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Variables with the TAMAS_ prefix that are not settings of the gateway itself.
+NOT_SETTINGS = ("TAMAS_CONFIG", "TAMAS_TEST_", "TAMAS_SKIP_APT")
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the TOML file (``--config`` or ``TAMAS_CONFIG``) then the environment.
 
@@ -152,8 +156,12 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     env_keys = {
         k[len("TAMAS_") :].split("__")[0].lower()
         for k in os.environ
-        if k.startswith("TAMAS_") and k != "TAMAS_CONFIG"
+        if k.startswith("TAMAS_") and not k.startswith(NOT_SETTINGS)
     }
+    unknown = sorted(env_keys - set(Settings.model_fields))
+    if unknown:
+        # A typo in a variable name would otherwise be silently ignored.
+        raise ConfigError(f"unknown setting TAMAS_{unknown[0].upper()}")
     # Environment beats the file: drop file values the environment sets.
     init = {k: v for k, v in file_values.items() if k not in env_keys}
     init.update(overrides)

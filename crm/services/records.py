@@ -524,6 +524,11 @@ async def update(
     if spec.taggable and special.get("tags") is not None:
         await extras.set_tags(session, spec.name, obj.id, special["tags"], p.can("tag", "create"))
     if spec.custom and special.get("custom"):
+        if "sensitive_custom" in p.masked(spec.name):
+            defs = await extras.field_defs(session, spec.name)
+            hidden = [k for k in special["custom"] if k in defs and defs[k].sensitive]
+            if hidden:
+                raise PermissionDenied(f"may not change sensitive field(s) {', '.join(hidden)}")
         await extras.set_custom(session, spec.name, obj.id, special["custom"], False)
     await session.flush()
     if not p.sees(obj):

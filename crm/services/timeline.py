@@ -112,7 +112,12 @@ async def history(
         .order_by(AuditEntry.id)
         .limit(limit)
     )
-    masked = p.masked(entity)
+    masked = set(p.masked(entity))
+    if "sensitive_custom" in masked:
+        from crm.services.extras import field_defs
+
+        defs = await field_defs(session, entity)
+        masked |= {f"custom.{k}" for k, d in defs.items() if d.sensitive}
     out = []
     for entry, username in rows:
         changes = {k: (["****", "****"] if k in masked else v) for k, v in entry.changes.items()}

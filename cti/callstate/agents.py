@@ -60,6 +60,7 @@ class AgentState:
         "agent",
         "device",
         "device_state",
+        "last_key",
         "member_name",
         "queue_wrapup",
         "queues",
@@ -82,6 +83,7 @@ class AgentState:
         self.wrapup_until = 0.0
         self.state = LOGGED_OUT
         self.since = now
+        self.last_key: tuple[object, ...] | None = None  # what agent.state last reported
 
     def pause_reason(self) -> str | None:
         """Reason of the pause (first paused queue), or None when not paused anywhere."""

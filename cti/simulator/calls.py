@@ -17,8 +17,8 @@ import contextlib
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from cti.simulator.model import (
     DOWN,
@@ -81,6 +81,8 @@ class SimCall:
     queue: Queue | None = None
     channel_names: list[str] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    originated: asyncio.Event = field(default_factory=asyncio.Event)
+    """The first leg is up (what a synchronous Originate waits for)."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     requests: deque[Request] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,12 +90,14 @@ class SimCall:
     connected_at: float = 0.0
     hold_seconds: int = 0
 
-    async def wait_answered(self, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_answered(self, limit: float = 5.0) -> None:
+        """Until both parties are bridged (raises TimeoutError after ``limit`` real seconds)."""
+        async with asyncio.timeout(limit):
             await self.answered.wait()
 
-    async def wait_finished(self, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_finished(self, limit: float = 5.0) -> None:
+        """Until every channel of the call is gone."""
+        async with asyncio.timeout(limit):
             await self.finished.wait()
 
     def live_channels(self, state: PbxState) -> list[str]:
@@ -178,7 +182,7 @@ class CallEngine:
         context: str | None = None,
         variables: Mapping[str, str] | None = None,
         action_id: str | None = None,
-        timeout: float = 30.0,
+        ring_timeout: float = 30.0,
     ) -> SimCall:
         """Originate: ring the agent's phone first, then dial the customer from ``internal``."""
         call = SimCall("click_to_call")
@@ -197,7 +201,7 @@ class CallEngine:
                 context or self.cfg.internal_context,
                 dict(variables or {}),
                 action_id,
-                timeout,
+                ring_timeout,
             ),
         )
         return call
@@ -247,6 +251,7 @@ class CallEngine:
 
     def _start(self, call: SimCall, coro: Coroutine[Any, Any, None]) -> None:
         self.calls.add(call)
+        self.state.processed_calls += 1
 
         async def runner() -> None:
             try:
@@ -278,7 +283,9 @@ class CallEngine:
     def chan_ev(self, name: str, chan: Channel, *extra: Pairs, privilege: str = "call,all") -> None:
         self.emit(event(name, privilege, chan.snapshot(), *extra))
 
-    def dialplan(self, chan: Channel, context: str, exten: str, prio: int, app: str, data: str) -> None:
+    def dialplan(
+        self, chan: Channel, context: str, exten: str, prio: int, app: str, data: str
+    ) -> None:
         chan.context, chan.exten, chan.priority = context, exten, prio
         chan.application, chan.app_data = app, data
         if self.cfg.dialplan_events:
@@ -303,7 +310,9 @@ class CallEngine:
 
     def set_callerid(self, chan: Channel, num: str, name: str) -> None:
         chan.caller_num, chan.caller_name = num, name
-        self.chan_ev("NewCallerid", chan, [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
+        self.chan_ev(
+            "NewCallerid", chan, [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")]
+        )
 
     def set_connected(self, chan: Channel, num: str, name: str) -> None:
         chan.connected_num, chan.connected_name = num, name
@@ -503,15 +512,25 @@ class CallEngine:
         cfg = self.cfg
         if cfg.local:
             caller = self.new_leg(
-                call, resource="s@caller-sim", device=cfg.outside_device, state=RING,
-                context="caller-sim", exten="s",
+                call,
+                resource="s@caller-sim",
+                device=cfg.outside_device,
+                state=RING,
+                context="caller-sim",
+                exten="s",
             )
             await self._local_originate_preamble(call, caller, (num, name), variables)
             caller.chan.context, caller.chan.exten = cfg.inbound_context, did
         else:
             caller = self.new_leg(
-                call, resource=cfg.trunk, device=cfg.outside_device, state=RING,
-                context=cfg.inbound_context, exten=did, caller=(num, name), connected=(num, name),
+                call,
+                resource=cfg.trunk,
+                device=cfg.outside_device,
+                state=RING,
+                context=cfg.inbound_context,
+                exten=did,
+                caller=(num, name),
+                connected=(num, name),
             )
             caller.chan.dnid = did
             for var, value in variables.items():
@@ -529,6 +548,7 @@ class CallEngine:
         if chan.state != UP:
             self.dialplan(chan, "inbound-route", "s", 2, "Answer", "")
             self.set_state(chan, UP)
+        call.originated.set()
         if cfg.record:
             self._mixmonitor(chan, "inbound-route", 2)
         queue = self.state.queues.get(queue_name)
@@ -537,9 +557,7 @@ class CallEngine:
             self.hangup_leg(caller)
             call.outcome = "failed"
             return
-        await self._queue_call(
-            call, caller, queue, talk, patience, hangup_by, agents_answer
-        )
+        await self._queue_call(call, caller, queue, talk, patience, hangup_by, agents_answer)
 
     async def _local_originate_preamble(
         self, call: SimCall, leg: Leg, cid: tuple[str, str], variables: dict[str, str]
@@ -555,7 +573,12 @@ class CallEngine:
         self.set_callerid(leg.twin, *cid)
         self.set_connected(leg.twin, *cid)
         self.local_bridge(leg)
-        self.ev("DialBegin", "call,all", leg.chan.snapshot("Dest"), [("DialString", leg.chan.device.split("/", 1)[1])])
+        self.ev(
+            "DialBegin",
+            "call,all",
+            leg.chan.snapshot("Dest"),
+            [("DialString", leg.chan.device.split("/", 1)[1])],
+        )
         self.answer_leg(leg)
         self.ev("DialEnd", "call,all", leg.chan.snapshot("Dest"), [("DialStatus", "ANSWER")])
 
@@ -580,7 +603,9 @@ class CallEngine:
 
     def _mixmonitor(self, chan: Channel, context: str, prio: int) -> None:
         self.dialplan(chan, context, chan.exten, prio, "MixMonitor", f"{chan.uniqueid}.wav,b")
-        self.setvar(chan, "MIXMONITOR_FILENAME", f"{self.cfg.spool}/{chan.uniqueid}.wav", always=True)
+        self.setvar(
+            chan, "MIXMONITOR_FILENAME", f"{self.cfg.spool}/{chan.uniqueid}.wav", always=True
+        )
         self.chan_ev("MixMonitorStart", chan)
 
     async def _queue_call(
@@ -603,7 +628,11 @@ class CallEngine:
         self.chan_ev(
             "QueueCallerJoin",
             chan,
-            [("Queue", queue.name), ("Position", str(len(queue.callers))), ("Count", str(len(queue.callers)))],
+            [
+                ("Queue", queue.name),
+                ("Position", str(len(queue.callers))),
+                ("Count", str(len(queue.callers))),
+            ],
             privilege="agent,all",
         )
         deadline = joined + patience
@@ -666,11 +695,18 @@ class CallEngine:
             ext = member.state_interface.rsplit("/", 1)[-1].split("@", 1)[0]
             agent = self.state.agent(ext) or Agent(ext)
             leg = self.new_leg(
-                call, resource=ext, device=member.state_interface, state=DOWN,
-                context=cfg.agent_context, exten="s", agent=agent,
+                call,
+                resource=ext,
+                device=member.state_interface,
+                state=DOWN,
+                context=cfg.agent_context,
+                exten="s",
+                agent=agent,
             )
             leg.member = member
-            self.dialplan(leg.chan, leg.chan.context, leg.chan.exten, 1, "AppQueue", "(Outgoing Line)")
+            self.dialplan(
+                leg.chan, leg.chan.context, leg.chan.exten, 1, "AppQueue", "(Outgoing Line)"
+            )
             self.set_callerid(leg.chan, chan.caller_num, chan.caller_name)
             self.setvar(leg.chan, "__DID", chan.variables.get("DID", ""), always=True)
             if leg.twin is not None:
@@ -682,16 +718,30 @@ class CallEngine:
                 "AgentCalled",
                 "agent,all",
                 *self.dial_pairs(chan, leg.chan),
-                [("Queue", queue.name), ("Interface", member.interface), ("MemberName", member.name)],
+                [
+                    ("Queue", queue.name),
+                    ("Interface", member.interface),
+                    ("MemberName", member.name),
+                ],
             )
-            self.ev("DialBegin", "call,all", *self.dial_pairs(chan, leg.chan), [("DialString", member.interface)])
+            self.ev(
+                "DialBegin",
+                "call,all",
+                *self.dial_pairs(chan, leg.chan),
+                [("DialString", member.interface)],
+            )
             ringing.append(leg)
         for leg in ringing:
             if leg.twin is not None:
                 self.dialplan(leg.twin, leg.twin.context, leg.twin.exten, 1, "Ringing", "")
             leg.chan.connected_num, leg.chan.connected_name = chan.caller_num, chan.caller_name
             self.set_state(leg.chan, RINGING)
-            self.ev("DialState", "call,all", *self.dial_pairs(chan, leg.chan), [("DialStatus", "RINGING")])
+            self.ev(
+                "DialState",
+                "call,all",
+                *self.dial_pairs(chan, leg.chan),
+                [("DialStatus", "RINGING")],
+            )
         call.phase = "ringing"
         ring_start = self.now()
         while True:
@@ -760,7 +810,9 @@ class CallEngine:
 
     def _cancel_ringing(self, call: SimCall, src: Channel, legs: list[Leg], status: str) -> None:
         for leg in legs:
-            self.ev("DialEnd", "call,all", *self.dial_pairs(src, leg.chan), [("DialStatus", status)])
+            self.ev(
+                "DialEnd", "call,all", *self.dial_pairs(src, leg.chan), [("DialStatus", status)]
+            )
             self.hangup_request(leg, 0)
             self.hangup_leg(leg, 0 if status == "CANCEL" else 16)
             if leg in call.legs:
@@ -810,7 +862,9 @@ class CallEngine:
     ) -> None:
         chan = caller.chan
         self.answer_leg(winner)
-        self.ev("DialEnd", "call,all", *self.dial_pairs(chan, winner.chan), [("DialStatus", "ANSWER")])
+        self.ev(
+            "DialEnd", "call,all", *self.dial_pairs(chan, winner.chan), [("DialStatus", "ANSWER")]
+        )
         self._cancel_ringing(call, chan, [leg for leg in ringing if leg is not winner], "CANCEL")
         entry = next((qc for qc in queue.callers if qc.channel is chan), None)
         hold = int(self.now() - entry.joined) if entry else 0
@@ -930,8 +984,15 @@ class CallEngine:
         call.outcome = call.outcome or "completed"
 
     async def _dial(
-        self, call: SimCall, src: Leg, target: str, context: str, timeout: float = 30.0,
-        *, ring: float | None = None, answers: bool = True,
+        self,
+        call: SimCall,
+        src: Leg,
+        target: str,
+        context: str,
+        ring_timeout: float = 30.0,
+        *,
+        ring: float | None = None,
+        answers: bool = True,
     ) -> Leg | None:
         """``Dial()`` from ``src`` to an agent extension or an outside number.
 
@@ -955,18 +1016,33 @@ class CallEngine:
             dial_string = f"{target}@{cfg.trunk}" if not cfg.local else "s@caller-sim"
             caller = (target, "<unknown>")
         leg = self.new_leg(
-            call, resource=resource, device=device, state=DOWN,
-            context=cfg.agent_context if agent else cfg.inbound_context, exten=target, agent=agent,
+            call,
+            resource=resource,
+            device=device,
+            state=DOWN,
+            context=cfg.agent_context if agent else cfg.inbound_context,
+            exten=target,
+            agent=agent,
         )
         self.set_callerid(leg.chan, *caller)
         self.set_connected(leg.chan, src_chan.caller_num, src_chan.caller_name)
         if leg.twin is not None:
             self.set_callerid(leg.twin, src_chan.caller_num, src_chan.caller_name)
             self.local_bridge(leg)
-        self.ev("DialBegin", "call,all", *self.dial_pairs(src_chan, leg.chan), [("DialString", dial_string)])
+        self.ev(
+            "DialBegin",
+            "call,all",
+            *self.dial_pairs(src_chan, leg.chan),
+            [("DialString", dial_string)],
+        )
         self.set_state(leg.chan, RINGING)
-        self.ev("DialState", "call,all", *self.dial_pairs(src_chan, leg.chan), [("DialStatus", "RINGING")])
-        until = self.now() + (min(ring_s, timeout) if answers else timeout)
+        self.ev(
+            "DialState",
+            "call,all",
+            *self.dial_pairs(src_chan, leg.chan),
+            [("DialStatus", "RINGING")],
+        )
+        until = self.now() + (min(ring_s, ring_timeout) if answers else ring_timeout)
         while await self.pause(call, until - self.now()):
             req = self.take_request(call)
             if req is None:
@@ -978,11 +1054,13 @@ class CallEngine:
             if hit is leg and req.kind == "hangup":
                 self._cancel_ringing(call, src_chan, [leg], "BUSY")
                 return None
-        if not answers or ring_s > timeout:
+        if not answers or ring_s > ring_timeout:
             self._cancel_ringing(call, src_chan, [leg], "NOANSWER")
             return None
         self.answer_leg(leg)
-        self.ev("DialEnd", "call,all", *self.dial_pairs(src_chan, leg.chan), [("DialStatus", "ANSWER")])
+        self.ev(
+            "DialEnd", "call,all", *self.dial_pairs(src_chan, leg.chan), [("DialStatus", "ANSWER")]
+        )
         return leg
 
     async def _redirect_to(self, call: SimCall, leg: Leg, req: Request, talk: float = 5.0) -> None:
@@ -1049,7 +1127,9 @@ class CallEngine:
         self.chan_ev("MusicOnHoldStart", transferee.chan, [("Class", "default")])
         self.bridge_leave(bridge1, transferer.chan)
         try:
-            target = await self._dial(call, transferer, req.exten, req.context or transferer.chan.context)
+            target = await self._dial(
+                call, transferer, req.exten, req.context or transferer.chan.context
+            )
         except CallHungUp:  # transferer hung up while the target rang: plain hangup
             self.chan_ev("MusicOnHoldStop", transferee.chan)
             self._teardown(call, transferer, transferee)
@@ -1098,13 +1178,18 @@ class CallEngine:
         context: str,
         variables: dict[str, str],
         action_id: str | None,
-        timeout: float,
+        ring_timeout: float,
     ) -> None:
         cfg = self.cfg
         device = cfg.agent_device(agent.extension)
         leg = self.new_leg(
-            call, resource=agent.extension, device=device, state=DOWN,
-            context=cfg.agent_context, exten="s", agent=agent,
+            call,
+            resource=agent.extension,
+            device=device,
+            state=DOWN,
+            context=cfg.agent_context,
+            exten="s",
+            agent=agent,
         )
         chan = leg.chan
         self.dialplan(chan, chan.context, chan.exten, 1, "AppDial2", "(Outgoing Line)")
@@ -1116,15 +1201,20 @@ class CallEngine:
         if leg.twin is not None:
             self.set_callerid(leg.twin, *callerid)
             self.local_bridge(leg)
-            self.ev("DialBegin", "call,all", chan.snapshot("Dest"), [("DialString", device.split("/", 1)[1])])
+            self.ev(
+                "DialBegin",
+                "call,all",
+                chan.snapshot("Dest"),
+                [("DialString", device.split("/", 1)[1])],
+            )
             self.dialplan(leg.twin, leg.twin.context, leg.twin.exten, 1, "Ringing", "")
         self.set_state(chan, RINGING)
         if leg.twin is not None:
             self.ev("DialState", "call,all", chan.snapshot("Dest"), [("DialStatus", "RINGING")])
         call.phase = "ringing"
         ring = self._ring_seconds(agent)
-        answers = agent.answers and ring <= timeout
-        if await self.pause(call, ring if answers else timeout) or not answers:
+        answers = agent.answers and ring <= ring_timeout
+        if await self.pause(call, ring if answers else ring_timeout) or not answers:
             # agent rejected (Hangup action on the ringing phone) or did not answer in time
             self.take_request(call)
             if action_id:
@@ -1136,6 +1226,7 @@ class CallEngine:
             call.outcome = "no_answer"
             return
         self.answer_leg(leg)
+        call.originated.set()
         if action_id:
             self._originate_response(chan, action_id, "Success", 4, context, number)
         if leg.twin is not None:
@@ -1147,13 +1238,19 @@ class CallEngine:
             self.set_callerid(chan, cfg.outbound_callerid, chan.caller_name)
         if cfg.record:
             self._mixmonitor(chan, context, 2)
-        dial_data = f"{cfg.agent_device(number)},20" if target_is_agent else (
-            "Local/s@caller-sim,30" if cfg.local else f"{cfg.tech}/{number}@{cfg.trunk},30"
+        dial_data = (
+            f"{cfg.agent_device(number)},20"
+            if target_is_agent
+            else ("Local/s@caller-sim,30" if cfg.local else f"{cfg.tech}/{number}@{cfg.trunk},30")
         )
         self.dialplan(chan, context, number, 3, "Dial", dial_data)
         try:
             other = await self._dial(
-                call, leg, number, context, ring=None if target_is_agent else customer_ring,
+                call,
+                leg,
+                number,
+                context,
+                ring=None if target_is_agent else customer_ring,
                 answers=customer_answers,
             )
         except CallHungUp:
@@ -1170,6 +1267,4 @@ class CallEngine:
         self.bridge_legs(call, leg, other)
         call.phase = "talking"
         call.answered.set()
-        await self._talk(
-            call, other, leg, talk, "caller" if hangup_by == "customer" else "agent"
-        )
+        await self._talk(call, other, leg, talk, "caller" if hangup_by == "customer" else "agent")

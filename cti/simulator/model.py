@@ -470,7 +470,9 @@ class PbxState:
                 if member and member not in (m.interface, m.name):
                     continue
                 items.append(
-                    with_action_id(m.list_item(q.name, self.device_code(m.state_interface)), action_id)
+                    with_action_id(
+                        m.list_item(q.name, self.device_code(m.state_interface)), action_id
+                    )
                 )
             for pos, qc in enumerate(q.callers, 1):
                 c = qc.channel
@@ -579,5 +581,7 @@ class PbxState:
 
     def member_status_event(self, queue: Queue, member: QueueMember, name: str) -> Pairs:
         return event(
-            name, "agent,all", member.status_fields(queue.name, self.device_code(member.state_interface))
+            name,
+            "agent,all",
+            member.status_fields(queue.name, self.device_code(member.state_interface)),
         )

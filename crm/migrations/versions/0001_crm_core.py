@@ -761,7 +761,13 @@ BUILTIN_ROLES = [
             "user": ["view"],
             "team": ["view"],
         },
-        "masked_fields": {"contact": ["phones"], "account": ["phones"], "lead": ["phones"]},
+        "masked_fields": {
+            "contact": ["phones", "sensitive_custom"],
+            "account": ["phones", "sensitive_custom"],
+            "lead": ["phones", "sensitive_custom"],
+            "deal": ["sensitive_custom"],
+            "case": ["sensitive_custom"],
+        },
     },
     {
         "name": "supervisor",
