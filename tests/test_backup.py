@@ -108,9 +108,7 @@ async def assert_consistent(db: Database) -> int:
     async with db.session() as s:
         if db.dialect == "sqlite":
             conn = await s.connection()
-            assert (await conn.exec_driver_sql("PRAGMA integrity_check")).scalars().all() == [
-                "ok"
-            ]
+            assert (await conn.exec_driver_sql("PRAGMA integrity_check")).scalars().all() == ["ok"]
             assert (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all() == []
         contacts = set(await s.scalars(select(Contact.id)))
         phone_owners = set(
@@ -188,7 +186,7 @@ async def test_backup_taken_while_the_gateway_writes_is_one_consistent_snapshot(
     db: Database, empty_target: str, tmp_path: Path
 ) -> None:
     admin = await populate(db, n=3)
-    stop = asyncio.Event()
+    stop, warmed_up = asyncio.Event(), asyncio.Event()
     written = 0
 
     async def writer() -> None:
@@ -212,11 +210,12 @@ async def test_backup_taken_while_the_gateway_writes_is_one_consistent_snapshot(
                     "IR",
                 )
             written += 1
+            if written >= 5:
+                warmed_up.set()
             await asyncio.sleep(0)
 
     task = asyncio.create_task(writer())
-    while written < 5:
-        await asyncio.sleep(0.01)
+    await warmed_up.wait()
     at_start = 3 + written
     path = await bk.backup(db.url, tmp_path / "backups", KEY)
     at_end = 3 + written
@@ -336,10 +335,12 @@ async def test_truncation_reordering_and_appended_data_are_detected(
         "at a frame boundary": (data[: frames[-1]], "without the final chunk"),
         "just the last byte": (data[:-1], "truncated"),
         "frames swapped": (
-            data[: frames[0]] + data[frames[1] : frames[2]] + data[frames[0] : frames[1]]
+            data[: frames[0]]
+            + data[frames[1] : frames[2]]
+            + data[frames[0] : frames[1]]
             + data[frames[2] :],
             "fails authentication",
-        ),  # fmt: skip
+        ),
         "data appended": (data + b"\0" * 64, "after its final chunk"),
         "empty file": (b"", "not a tamas backup"),
     }
@@ -427,9 +428,7 @@ async def test_retention_keeps_the_newest_backups_in_each_destination(
     made = []
     for hours in range(5):
         made.append(
-            await bk.backup(
-                sqlite_url, dests, KEY, keep=3, now=T0 + dt.timedelta(hours=hours)
-            )
+            await bk.backup(sqlite_url, dests, KEY, keep=3, now=T0 + dt.timedelta(hours=hours))
         )
     # Two in the same second get distinct names, ordered after the first.
     made.append(await bk.backup(sqlite_url, dests, KEY, keep=3, now=T0 + dt.timedelta(hours=4)))
@@ -445,14 +444,9 @@ async def test_retention_keeps_the_newest_backups_in_each_destination(
         await bk.backup(sqlite_url, dests, KEY, keep=0)
 
 
-async def test_sqlite_restore_discards_the_old_write_ahead_log(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    path = await make_backup(sqlite_url, tmp_path / "b")
-    target = tmp_path / "live" / "tamas.db"
-    target.parent.mkdir()
-    # A gateway killed mid-flight leaves committed frames in tamas.db-wal; replayed onto the
-    # restored file they would corrupt it.
+def leave_stale_wal(target: Path) -> None:
+    """What a gateway killed mid-flight leaves: committed frames in ``tamas.db-wal``, which
+    replayed onto a restored file would corrupt it."""
     conn = sqlite3.connect(target)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -460,9 +454,17 @@ async def test_sqlite_restore_discards_the_old_write_ahead_log(
     conn.executemany("INSERT INTO junk VALUES (?)", [(i,) for i in range(1000)])
     conn.commit()
     stale = Path(f"{target}-wal").read_bytes()
-    conn.close()
-    Path(f"{target}-wal").write_bytes(stale)
+    conn.close()  # checkpoints and deletes the WAL...
+    Path(f"{target}-wal").write_bytes(stale)  # ...which the crash would have left behind
 
+
+async def test_sqlite_restore_discards_the_old_write_ahead_log(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    path = await make_backup(sqlite_url, tmp_path / "b")
+    target = tmp_path / "live" / "tamas.db"
+    target.parent.mkdir()
+    leave_stale_wal(target)
     await bk.restore(path, KEY, f"sqlite+aiosqlite:///{target}", force=True)
     check = sqlite3.connect(target)
     try:

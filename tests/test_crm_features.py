@@ -253,3 +253,90 @@ async def test_task_callback_is_open_until_done(api):
     assert t["status"] == "open" and t["due_at"] == "2026-12-01T05:30:00+00:00"
     done = await api.call("PATCH", f"/api/v1/activities/{t['id']}", admin, json={"status": "done"})
     assert done["completed_at"]
+
+
+async def test_same_name_in_the_same_company_is_a_possible_duplicate(api):
+    admin = await api.actor("admin", "admin")
+    acc = await api.call("POST", "/api/v1/accounts", admin, expect=201, json={"name": "Pars"})
+    await api.call(
+        "POST",
+        "/api/v1/contacts",
+        admin,
+        expect=201,
+        json={"first_name": "علی", "last_name": "رضایی", "account_id": acc["id"]},
+    )
+    dup = await api.call(
+        "POST",
+        "/api/v1/contacts",
+        admin,
+        expect=409,
+        json={"first_name": "علي", "last_name": "رضايي", "account_id": acc["id"]},
+    )
+    assert len(dup["duplicates"]) == 1
+    # The same name without a company is a different person as far as we know.
+    await api.call(
+        "POST",
+        "/api/v1/contacts",
+        admin,
+        expect=201,
+        json={"first_name": "علی", "last_name": "رضایی"},
+    )
+    await api.call("POST", "/api/v1/accounts", admin, expect=409, json={"name": "pars"})
+
+
+async def test_deal_amount_is_shown_in_rial_and_toman_in_the_users_language(api):
+    admin = await api.actor("admin", "admin")
+    await make_pipeline(api.db)
+    deal = await api.call(
+        "POST",
+        "/api/v1/deals",
+        admin,
+        expect=201,
+        json={"title": "D", "amount": "2500000000", "currency": "IRR"},
+    )
+    assert deal["amount_display"] == "۲٬۵۰۰٬۰۰۰٬۰۰۰ ریال (۲۵۰٬۰۰۰٬۰۰۰ تومان)"
+
+
+async def test_deactivated_user_is_logged_out_and_cannot_log_in(api):
+    admin = await api.actor("admin", "admin")
+    agent = await api.actor("leaver")
+    users = await api.call("GET", "/api/v1/users", admin)
+    uid = next(u["id"] for u in users["items"] if u["username"] == "leaver")
+    await api.call("PATCH", f"/api/v1/users/{uid}", admin, json={"is_active": False})
+    resp = await api.client.get("/api/v1/contacts", headers=agent)
+    assert resp.status == 401
+    resp = await api.client.post(
+        "/api/v1/auth/login", json={"username": "leaver", "password": "secret-leaver"}
+    )
+    assert resp.status == 401
+
+
+async def test_user_devices_are_asterisk_interfaces_unique_across_users(api):
+    admin = await api.actor("admin", "admin")
+    body = {
+        "username": "a1",
+        "password": "long-password",
+        "extension": "1001",
+        "devices": [
+            {"interface": "PJSIP/desk-1001"},
+            {"interface": "PJSIP/soft-1001", "kind": "softphone"},
+        ],
+    }
+    user = await api.call("POST", "/api/v1/users", admin, expect=201, json=body)
+    assert [d["interface"] for d in user["devices"]] == ["PJSIP/desk-1001", "PJSIP/soft-1001"]
+    clash = await api.call(
+        "POST",
+        "/api/v1/users",
+        admin,
+        expect=409,
+        json={**body, "username": "a2", "devices": [{"interface": "PJSIP/soft-1001"}]},
+    )
+    assert clash["interfaces"] == ["PJSIP/soft-1001"]
+    bad = await api.call(
+        "POST",
+        "/api/v1/users",
+        admin,
+        expect=422,
+        json={**body, "username": "a3", "devices": [{"interface": "1001"}]},
+    )
+    assert bad["errors"][0]["field"] == "devices[0].interface"

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm import audit
 from crm.errors import Conflict, NotFound, ValidationFailed
 from crm.models import Deal, Pipeline, Stage, utcnow
+from crm.money import format_amount
 from crm.permissions import PermissionDenied, Principal, mask_phone, mask_value
 from crm.search import index_record, matching_ids, unindex_record
 from crm.services import extras, phones
 from crm.services.entities import SPECS, EntitySpec
+from crm.textfold import fold
 
 MAX_LIMIT = 500
 _OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "isnull")
@@ -264,6 +266,9 @@ async def present_many(
             d["custom"] = custom
         if hasattr(o, "full_name"):
             d["name"] = o.full_name
+        if spec.name in ("deal", "campaign"):
+            money = o.amount if spec.name == "deal" else o.budget
+            d["amount_display"] = format_amount(money, o.currency, p.language)
         out.append(d)
     return out
 
@@ -378,8 +383,10 @@ async def find_duplicates(
     e164s: Sequence[str],
     email: str | None,
     exclude_id: int | None = None,
+    name_key: tuple[str, Any] | None = None,
 ) -> list[int]:
-    """Ids of live records of the same kind sharing a normalized phone or e-mail."""
+    """Ids of live records of the same kind sharing a normalized phone or e-mail, or the
+    same (folded) name within the same company."""
     conds = []
     if e164s:
         from crm.models import Phone
@@ -393,6 +400,8 @@ async def find_duplicates(
         )
     if email and hasattr(spec.model, "email"):
         conds.append(spec.model.email == email.lower())
+    if name_key is not None:
+        conds.append(spec.model.id.in_(await _same_name(session, spec, *name_key)))
     if not conds:
         return []
     stmt = select(spec.model.id).where(or_(*conds))
@@ -401,6 +410,45 @@ async def find_duplicates(
     if exclude_id is not None:
         stmt = stmt.where(spec.model.id != exclude_id)
     return list(await session.scalars(stmt.limit(20)))
+
+
+def name_key(spec: EntitySpec, fields: dict[str, Any]) -> tuple[str, Any] | None:
+    """What makes two records of ``spec`` "the same by name": the folded name plus the
+    company it belongs to (two Ali Rezaeis in different companies are different people)."""
+    if spec.name == "account":
+        name, scope = fields.get("name") or "", None
+    elif spec.name == "contact":
+        name = f"{fields.get('first_name') or ''} {fields.get('last_name') or ''}"
+        scope = fields.get("account_id")
+        if scope is None:
+            return None
+    elif spec.name == "lead":
+        name = f"{fields.get('first_name') or ''} {fields.get('last_name') or ''}"
+        scope = fold(fields.get("company") or "")
+        if not scope:
+            return None
+    else:
+        return None
+    folded = fold(name)
+    return (folded, scope) if folded else None
+
+
+async def _same_name(session: AsyncSession, spec: EntitySpec, folded: str, scope: Any) -> list[int]:
+    ids = matching_ids(session.get_bind().dialect.name, spec.name, folded)
+    if ids is None:
+        return []
+    rows = await session.scalars(select(spec.model).where(spec.model.id.in_(ids)).limit(200))
+    out = []
+    for r in rows:
+        if spec.name == "account":
+            same = fold(r.name) == folded
+        else:
+            same = fold(r.full_name) == folded and (
+                r.account_id == scope if spec.name == "contact" else fold(r.company or "") == scope
+            )
+        if same:
+            out.append(r.id)
+    return out
 
 
 async def create(
@@ -441,7 +489,12 @@ async def create(
     )
     if spec.customer and not allow_duplicate:
         dups = await find_duplicates(
-            session, p, spec, [n.e164 for n in normalized], fields.get("email")
+            session,
+            p,
+            spec,
+            [n.e164 for n in normalized],
+            fields.get("email"),
+            name_key=name_key(spec, fields),
         )
         if dups:
             raise Conflict(

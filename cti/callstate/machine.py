@@ -1266,8 +1266,11 @@ class CallStateMachine:
                     self._answered(call, None, None, None, t, out)
                 continue
             fresh.sort(key=lambda c: c.uid)
-            rung = [c for c in fresh if c.agent in call.agents_rung]
-            announce = rung or ([fresh[0]] if call.answered_at is None else [])
+            if call.answered_at is None:
+                # The answer: the agent that was rung (not the caller side of an internal call).
+                announce = [c for c in fresh if c.agent in call.agents_rung] or fresh[:1]
+            else:
+                announce = fresh  # joining an answered call: transfer target, conference
             for c in announce:
                 self._answered(call, c.agent, c.device, c.name, t, out)
             for c in fresh:

@@ -321,7 +321,7 @@ class CallEngine:
     def refresh_device(self, device: str) -> None:
         """Recompute a device's state; on change emit what Asterisk emits for it."""
         new = self.state.aggregate_device_state(device)
-        if self.state.device_states.get(device) == new:
+        if self.state.device_states.get(device, "NOT_INUSE") == new:
             return
         self.state.device_states[device] = new
         self.ev("DeviceStateChange", "call,all", [("Device", device), ("State", new)])

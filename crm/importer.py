@@ -1,0 +1,1447 @@
+"""CSV import of contacts, leads and accounts: fast, deduplicating, reported and revertable.
+
+Why it does not call ``records.create`` per row: a million rows through the ORM (one flush,
+one duplicate query, one audit entry each) takes hours.  Instead rows are read in batches;
+each batch is validated in Python (the entity's pydantic schema, ``crm.phones`` for numbers,
+``extras.coerce`` for custom fields), checked against the database for duplicates with one
+``IN`` query on ``phones.e164`` and one on ``email``, and written with SQLAlchemy Core
+``executemany`` inserts (records with ``RETURNING id``, then phones, taggings, custom values,
+search documents and import items), one transaction per batch.  A crash therefore leaves
+whole batches, all of them recorded as :class:`~crm.models.ImportItem` rows, so
+:func:`revert_import` can undo a finished, failed or interrupted import alike.
+
+Rules (documented because users see their consequences):
+
+* The file is UTF-8, with or without a BOM; the delimiter (``,``, ``;`` or tab) is sniffed
+  from the header line.  Other encodings are refused before anything is written.
+* Columns are mapped by header: the field names themselves (``first_name``, ``phones.mobile``,
+  ``custom.<key>``, ``tags``, ``owner``...) and common English/Persian headers are recognised;
+  an explicit ``mapping`` overrides that per header (map a header to ``""`` to ignore it).
+* Empty cells mean "not given": they never erase a stored value, not even when updating.
+* Duplicates are rows sharing a normalized phone or an e-mail with a live record or with an
+  earlier row of the same file.  ``skip`` leaves the existing record alone; ``update`` sets the
+  fields present in the row and *adds* its phones and tags (existing ones are never removed).
+* Rows that cannot be imported are written to the report (original cells, spreadsheet row
+  number with the header as row 1, and ``field: reason``) and counted; every other row lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal, TextIO, cast
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm import audit
+from crm.db import Database
+from crm.errors import Conflict, NotFound, ValidationFailed
+from crm.models import (
+    CustomFieldDef,
+    CustomFieldValue,
+    ImportBatch,
+    ImportItem,
+    Phone,
+    SearchDoc,
+    Tag,
+    Tagging,
+    Team,
+    User,
+    utcnow,
+)
+from crm.permissions import PermissionDenied, Principal
+from crm.phones import PhoneError, parse
+from crm.search import document_body
+from crm.services import extras
+from crm.services.entities import SPECS, EntitySpec
+from crm.services.phones import NormalizedPhone
+from crm.services.records import visible
+from crm.textfold import fold
+
+__all__ = ["ENTITIES", "ImportResult", "import_csv", "revert_import"]
+
+ENTITIES = ("contact", "lead", "account")
+OnDuplicate = Literal["skip", "update"]
+Progress = Callable[[int, int], None]
+
+# Largest IN list sent at once: far below SQLite's and asyncpg's 32766 parameter limits.
+_IN_CHUNK = 5000
+# Rejected rows kept in ImportResult.errors for display (the report file has all of them).
+_MAX_ERRORS_KEPT = 200
+_SPECIAL = frozenset({"phones", "tags", "custom"})
+_PHONE_KINDS = ("mobile", "office", "home", "fax", "other")
+
+_PHONES_T = cast(Table, Phone.__table__)
+_TAGGINGS_T = cast(Table, Tagging.__table__)
+_TAGS_T = cast(Table, Tag.__table__)
+_CUSTOM_T = cast(Table, CustomFieldValue.__table__)
+_SEARCH_T = cast(Table, SearchDoc.__table__)
+_ITEMS_T = cast(Table, ImportItem.__table__)
+_BATCHES_T = cast(Table, ImportBatch.__table__)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did; ``total = created + updated + unchanged + skipped + rejected``."""
+
+    batch_id: int
+    total: int
+    created: int
+    updated: int
+    unchanged: int  # duplicates in update mode whose row changed nothing
+    skipped: int  # duplicates in skip mode
+    rejected: int
+    report_path: Path | None
+    columns: dict[str, str]  # header -> field it was imported into
+    ignored_columns: list[str]
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (row, error), first ones
+    seconds: float = 0.0
+
+
+# --- column mapping ------------------------------------------------------------------------
+
+_SEPARATORS_RE = re.compile(r"[\s_\-.:/]+")
+
+
+def _header_key(header: str) -> str:
+    """Headers compare folded (Persian/Arabic spellings, case, half-spaces, ``_ - .``)."""
+    return _SEPARATORS_RE.sub(" ", fold(header)).strip()
+
+
+_COMMON_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": (
+        "e-mail",
+        "mail",
+        "email address",
+        "ایمیل",
+        "آدرس ایمیل",
+        "پست الکترونیک",
+        "پست الکترونیکی",
+        "رایانامه",
+    ),
+    "phones": (
+        "phone",
+        "phone number",
+        "phone numbers",
+        "tel",
+        "telephone",
+        "number",
+        "numbers",
+        "تلفن",
+        "تلفن ها",
+        "شماره",
+        "شماره ها",
+        "شماره تلفن",
+        "شماره تماس",
+        "تلفن تماس",
+    ),
+    "phones.mobile": (
+        "mobile",
+        "mobile phone",
+        "mobile number",
+        "cell",
+        "cellphone",
+        "cell phone",
+        "موبایل",
+        "شماره موبایل",
+        "تلفن همراه",
+        "شماره همراه",
+        "همراه",
+    ),
+    "phones.office": (
+        "office",
+        "office phone",
+        "work",
+        "work phone",
+        "business phone",
+        "تلفن محل کار",
+        "تلفن دفتر",
+        "تلفن شرکت",
+        "تلفن کار",
+    ),
+    "phones.home": ("home", "home phone", "تلفن منزل", "تلفن خانه", "منزل"),
+    "phones.fax": ("fax", "فکس", "فاکس", "نمابر"),
+    "tags": ("tag", "label", "labels", "برچسب", "برچسب ها"),
+    "owner": ("owner username", "assigned to", "مالک", "مسئول", "کارشناس"),
+}
+_PERSON_ALIASES: dict[str, tuple[str, ...]] = {
+    "first_name": ("first name", "firstname", "given name", "نام", "اسم"),
+    "last_name": (
+        "last name",
+        "lastname",
+        "surname",
+        "family name",
+        "نام خانوادگی",
+        "فامیلی",
+        "فامیل",
+    ),
+    "full_name": ("name", "full name", "fullname", "نام و نام خانوادگی", "نام کامل"),
+}
+_ENTITY_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "contact": {
+        **_PERSON_ALIASES,
+        "job_title": ("title", "job title", "position", "سمت", "عنوان شغلی", "شغل"),
+    },
+    "lead": {
+        **_PERSON_ALIASES,
+        "company": ("company name", "organization", "شرکت", "نام شرکت", "سازمان"),
+        "source": ("lead source", "منبع"),
+        "status": ("وضعیت",),
+    },
+    "account": {
+        "name": (
+            "company",
+            "company name",
+            "account",
+            "account name",
+            "organization",
+            "نام",
+            "نام شرکت",
+            "شرکت",
+            "سازمان",
+        ),
+        "website": ("web", "web site", "url", "site", "وب سایت", "سایت"),
+        "city": ("شهر",),
+        "address": ("نشانی", "آدرس"),
+        "industry": ("صنعت",),
+        "country": ("کشور",),
+    },
+}
+# Columns an export writes that are not input (and ``name``-like columns of other tools).
+_KNOWN_IGNORED = frozenset({"id", "created_at", "updated_at", "deleted_at", "merged_into_id"})
+
+
+@dataclass(frozen=True)
+class _Col:
+    index: int
+    header: str
+    target: str  # "first_name", "phones.mobile", "custom.x", "owner", "full_name", ...
+    kind: Literal["field", "full_name", "phones", "tags", "custom", "owner"]
+    arg: str | None  # field name, phone kind (None: guess), custom key
+
+
+def _scalar_fields(spec: EntitySpec) -> list[str]:
+    return [f for f in spec.create.model_fields if f not in _SPECIAL]
+
+
+def _fixed_targets(spec: EntitySpec) -> set[str]:
+    """Every mapping target except ``custom.<key>``."""
+    out = set(_scalar_fields(spec)) | {"phones", "tags", "owner"}
+    out |= {f"phones.{k}" for k in _PHONE_KINDS}
+    if spec.name != "account":
+        out.add("full_name")
+    return out - set(spec.readonly)
+
+
+def _default_aliases(spec: EntitySpec) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for target, names in (_COMMON_ALIASES | _ENTITY_ALIASES[spec.name]).items():
+        for name in (target, *names):
+            aliases.setdefault(_header_key(name), target)
+    for target in _fixed_targets(spec):
+        aliases.setdefault(_header_key(target), target)
+    return aliases
+
+
+def _make_col(spec: EntitySpec, index: int, header: str, target: str) -> _Col:
+    if target.startswith("custom."):
+        return _Col(index, header, target, "custom", target[7:])
+    if target == "phones":
+        return _Col(index, header, target, "phones", None)
+    if target.startswith("phones."):
+        return _Col(index, header, target, "phones", target[7:])
+    if target in ("tags", "owner", "full_name"):
+        return _Col(index, header, target, cast(Any, target), None)
+    return _Col(index, header, target, "field", target)
+
+
+def plan_columns(
+    spec: EntitySpec, header: Sequence[str], mapping: dict[str, str] | None
+) -> tuple[list[_Col], list[str]]:
+    """Which column goes into which field; raises ValidationFailed for a bad mapping."""
+    mapping = {k.strip(): v.strip() for k, v in (mapping or {}).items()}
+    clean = [h.strip().lstrip("\ufeff") for h in header]
+    errors: list[dict[str, str]] = []
+    missing = [k for k in mapping if k not in clean]
+    errors += [{"field": f"mapping[{k}]", "reason": "no such column in the file"} for k in missing]
+    fixed = _fixed_targets(spec)
+    aliases = _default_aliases(spec)
+    cols: list[_Col] = []
+    ignored: list[str] = []
+    for index, name in enumerate(clean):
+        if name in mapping:
+            target = mapping[name]
+            if not target:
+                ignored.append(name)
+                continue
+            if target not in fixed and not (target.startswith("custom.") and len(target) > 7):
+                errors.append({"field": f"mapping[{name}]", "reason": f"unknown field {target!r}"})
+                continue
+        elif name.casefold().startswith("custom.") and len(name) > 7:
+            target = "custom." + name[7:]
+        elif name.casefold() in fixed:
+            target = name.casefold()
+        else:
+            found = aliases.get(_header_key(name))
+            if found is None or found not in fixed:
+                ignored.append(name)
+                continue
+            target = found
+        cols.append(_make_col(spec, index, name, target))
+    # Two columns for one scalar field would silently drop one of them: refuse.
+    seen: dict[str, str] = {}
+    for col in cols:
+        if col.kind in ("phones", "tags"):
+            continue
+        slot = "owner_id" if col.target == "owner" else col.target
+        if slot in seen:
+            errors.append(
+                {
+                    "field": col.header,
+                    "reason": f"both {seen[slot]!r} and {col.header!r} map to {slot}",
+                }
+            )
+        seen[slot] = col.header
+    if errors:
+        raise ValidationFailed(errors)
+    return cols, ignored
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        line = f.readline()
+    try:
+        delimiter = csv.Sniffer().sniff(line, delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+    return delimiter if delimiter in ",;\t" else ","
+
+
+def _read_rows(path: Path, delimiter: str) -> Iterator[list[str]]:
+    """Rows of the file (header first); wholly empty rows (Excel's ``,,,,``) are dropped."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        for cells in csv.reader(f, delimiter=delimiter):
+            if any(c.strip() for c in cells):
+                yield cells
+
+
+def _take(rows: Iterator[list[str]], first: int, n: int) -> list[tuple[int, list[str]]]:
+    """The next ``n`` rows, numbered from ``first``."""
+    out: list[tuple[int, list[str]]] = []
+    for cells in rows:
+        out.append((first + len(out), cells))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _open_report(path: Path, header: Sequence[str]) -> TextIO:
+    """The report: the file's columns, then ``row`` and ``error`` (BOM so Excel reads it)."""
+    f = path.open("w", encoding="utf-8-sig", newline="")
+    csv.writer(f).writerow([*(h.strip().lstrip("\ufeff") for h in header), "row", "error"])
+    return f
+
+
+def _count_rows(path: Path, delimiter: str) -> int:
+    """Data rows in the file; decodes everything first, so a non-UTF-8 file writes nothing."""
+    try:
+        return sum(1 for _ in _read_rows(path, delimiter)) - 1
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed.one(
+            "file", f"not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8'"
+        ) from None
+    except csv.Error as exc:
+        raise ValidationFailed.one("file", f"not a readable CSV file: {exc}") from None
+
+
+# --- one row -------------------------------------------------------------------------------
+
+_DIGITS = str.maketrans(
+    {0x06F0 + i: str(i) for i in range(10)} | {0x0660 + i: str(i) for i in range(10)}
+)
+_PHONE_SPLIT_RE = re.compile(r"[,;|،؛]")
+_TAG_SPLIT_RE = re.compile(r"[,|،]")
+_EXTENSION_ONLY_RE = re.compile(
+    r"^\s*\(?\s*(?:extension|ext|x|#|داخلی|داخلي)\s*[.:\-]?\s*[0-9۰-۹٠-٩]{1,10}\s*\)?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _split_phones(cell: str) -> list[str]:
+    """Numbers of a cell; an extension after a comma stays with its number."""
+    out: list[str] = []
+    for part in _PHONE_SPLIT_RE.split(cell):
+        if not part.strip():
+            continue
+        if out and _EXTENSION_ONLY_RE.match(part):
+            out[-1] = f"{out[-1]} {part.strip()}"
+        else:
+            out.append(part.strip())
+    return out
+
+
+@dataclass(slots=True)
+class _Row:
+    number: int  # spreadsheet row (header is row 1)
+    cells: list[str]
+    values: dict[str, Any]  # fields given in the row (what an update changes)
+    full: dict[str, Any]  # every column of a new record
+    phones: list[NormalizedPhone]
+    tags: list[str]
+    custom: dict[str, tuple[str | None, Decimal | None]]
+    nameless: bool
+
+    @property
+    def email(self) -> str | None:
+        value = self.values.get("email")
+        return value if isinstance(value, str) else None
+
+
+class _RowParser:
+    """Cells -> validated row, or the row's errors as ``field: reason`` text (pure)."""
+
+    def __init__(
+        self,
+        spec: EntitySpec,
+        cols: list[_Col],
+        defs: dict[str, CustomFieldDef],
+        users: dict[str, int],
+        region: str,
+        principal: Principal,
+    ) -> None:
+        self.spec = spec
+        self.cols = cols
+        self.defs = defs
+        self.users = users
+        self.users_folded = {k.casefold(): v for k, v in users.items()}
+        self.region = region
+        self.principal = principal
+        table = cast(Table, spec.model.__table__)
+        self.digit_fields = {
+            c.key for c in table.columns if _python_type(c.type) in (int, bool, dt.date, Decimal)
+        }
+
+    def parse(self, number: int, cells: list[str]) -> _Row | str:
+        data: dict[str, Any] = {}
+        errors: list[str] = []
+        phone_in: list[dict[str, str]] = []
+        phone_src: list[str] = []
+        tags: list[str] = []
+        custom_raw: dict[str, str] = {}
+        full_name = ""
+        for col in self.cols:
+            cell = cells[col.index].strip() if col.index < len(cells) else ""
+            if not cell:
+                continue
+            kind = col.kind
+            if kind == "field":
+                name = cast(str, col.arg)
+                data[name] = cell.translate(_DIGITS) if name in self.digit_fields else cell
+            elif kind == "phones":
+                for raw in _split_phones(cell):
+                    phone_in.append({"number": raw, "kind": col.arg or "mobile"})
+                    phone_src.append(col.target)
+            elif kind == "tags":
+                tags += [t.strip()[:64] for t in _TAG_SPLIT_RE.split(cell) if t.strip()]
+            elif kind == "custom":
+                custom_raw[cast(str, col.arg)] = cell
+            elif kind == "owner":
+                uid = self.users.get(cell) or self.users_folded.get(cell.casefold())
+                if uid is None:
+                    errors.append(f"owner: no user {cell!r}")
+                else:
+                    data["owner_id"] = uid
+            else:  # full_name: split at the last space ("محمد رضا" is one first name)
+                full_name = cell
+        if full_name and "first_name" not in data and "last_name" not in data:
+            first, _, last = full_name.rpartition(" ")
+            data["first_name"], data["last_name"] = (first, last) if first else (last, "")
+            if not data["last_name"]:
+                del data["last_name"]
+        nameless = self._nameless(data)
+        if nameless and self.spec.name == "account":
+            data["name"] = "-"  # validated as a possible update; a new account is refused later
+        if phone_in:
+            data["phones"] = phone_in
+        if tags:
+            data["tags"] = list(dict.fromkeys(tags))
+        model: BaseModel | None = None
+        try:
+            model = self.spec.create.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = err["loc"]
+                if loc and loc[0] == "phones" and len(loc) > 1:
+                    continue  # each number is checked by crm.phones below, with its column
+                errors.append(f"{'.'.join(str(x) for x in loc) or 'row'}: {err['msg']}")
+        phones = self._phones(phone_in, phone_src, errors)
+        custom = self._custom(custom_raw, errors)
+        if errors or model is None:
+            return "; ".join(errors) or "invalid row"
+        given = model.model_fields_set - _SPECIAL
+        full = model.model_dump(exclude=set(_SPECIAL))
+        if isinstance(full.get("email"), str):
+            full["email"] = full["email"].lower()
+        if "owner_id" not in given and full.get("owner_id") is None:
+            full["owner_id"] = self.principal.user_id  # as records.create does
+        values = {k: full[k] for k in given}
+        if nameless:
+            values.pop("name", None)
+        tags = list(getattr(model, "tags", []))
+        return _Row(number, cells, values, full, phones, tags, custom, nameless)
+
+    def _nameless(self, data: dict[str, Any]) -> bool:
+        if self.spec.name == "account":
+            return "name" not in data
+        keys = ("first_name", "last_name", "company") if self.spec.name == "lead" else ()
+        return not any(data.get(k) for k in ("first_name", "last_name", *keys))
+
+    def _phones(
+        self, phone_in: list[dict[str, str]], src: list[str], errors: list[str]
+    ) -> list[NormalizedPhone]:
+        """Normalized, deduplicated numbers; the first is primary (as normalize_all does)."""
+        out: list[NormalizedPhone] = []
+        seen: set[tuple[str, str | None]] = set()
+        for ph, column in zip(phone_in, src, strict=True):
+            try:
+                parsed = parse(ph["number"], self.region)
+            except PhoneError as exc:
+                errors.append(f"{column}: {exc.reason} ({ph['number']})")
+                continue
+            key = (parsed.e164, parsed.extension)
+            if key in seen:
+                continue
+            seen.add(key)
+            kind = ph["kind"] if column != "phones" else _guess_kind(parsed.kind)
+            out.append(NormalizedPhone(parsed.e164, ph["number"], kind, parsed.extension, not out))
+        return out
+
+    def _custom(
+        self, raw: dict[str, str], errors: list[str]
+    ) -> dict[str, tuple[str | None, Decimal | None]]:
+        out: dict[str, tuple[str | None, Decimal | None]] = {}
+        for key, value in raw.items():
+            defn = self.defs.get(key)
+            if defn is None:
+                errors.append(f"custom.{key}: no such custom field")
+                continue
+            try:
+                out[key] = extras.coerce(defn, value)
+            except ValueError as exc:
+                errors.append(f"custom.{key}: {exc}")
+        return out
+
+
+def _guess_kind(kind: str) -> str:
+    """Kind of a number from a plain "phone" column: mobiles are recognisable, others not."""
+    return "mobile" if kind == "mobile" else "other"
+
+
+def _python_type(sa_type: Any) -> Any:
+    try:
+        return sa_type.python_type
+    except NotImplementedError:
+        return str
+
+
+# --- search documents ----------------------------------------------------------------------
+
+
+def _search_body(spec: EntitySpec, values: dict[str, Any], e164s: Sequence[str]) -> str:
+    """The body records.reindex stores for a record with these values and phones.
+
+    Kept equal to it (search_parts + each E.164 + its national ``0...`` form) by
+    ``test_imported_search_body_matches_records_reindex``.
+    """
+    assert spec.search_parts is not None
+    parts = list(spec.search_parts(SimpleNamespace(**values)))
+    parts += list(e164s)
+    parts += ["0" + e[3:] for e in e164s if e.startswith("+98")]
+    return document_body(parts)
+
+
+# --- the batch state -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _New:
+    """A record this batch creates (possibly merged from several rows in update mode)."""
+
+    full: dict[str, Any]
+    phones: list[NormalizedPhone]
+    tags: list[str]
+    custom: dict[str, tuple[str | None, Decimal | None]]
+    id: int = 0
+
+    def merge(self, row: _Row) -> bool:
+        changed = False
+        for k, v in row.values.items():
+            if self.full.get(k) != v:
+                self.full[k] = v
+                changed = True
+        have = {(p.e164, p.extension) for p in self.phones}
+        for p in row.phones:
+            if (p.e164, p.extension) not in have:
+                have.add((p.e164, p.extension))
+                primary = not self.phones
+                self.phones.append(NormalizedPhone(p.e164, p.raw, p.kind, p.extension, primary))
+                changed = True
+        for t in row.tags:
+            if t not in self.tags:
+                self.tags.append(t)
+                changed = True
+        for k, val in row.custom.items():
+            if self.custom.get(k) != val:
+                self.custom[k] = val
+                changed = True
+        return changed
+
+
+@dataclass(slots=True)
+class _Old:
+    """An existing record this batch updates, with what it looked like before."""
+
+    id: int
+    current: dict[str, Any]
+    phones: list[tuple[str, str | None]]
+    tags: list[str]
+    custom: dict[str, tuple[int, str | None, Decimal | None]]  # key -> (row id, text, number)
+    body: str | None
+    changes: dict[str, Any] = field(default_factory=dict)
+    add_phones: list[NormalizedPhone] = field(default_factory=list)
+    add_tags: list[str] = field(default_factory=list)
+    set_custom: dict[str, tuple[str | None, Decimal | None]] = field(default_factory=dict)
+
+    def value(self, key: str) -> Any:
+        return self.changes[key] if key in self.changes else self.current.get(key)
+
+    def merge(self, row: _Row) -> bool:
+        changed = False
+        for k, v in row.values.items():
+            if self.value(k) != v:
+                self.changes[k] = v
+                changed = True
+        have = set(self.phones) | {(p.e164, p.extension) for p in self.add_phones}
+        for p in row.phones:
+            if (p.e164, p.extension) not in have:
+                have.add((p.e164, p.extension))
+                primary = not self.phones and not self.add_phones
+                self.add_phones.append(NormalizedPhone(p.e164, p.raw, p.kind, p.extension, primary))
+                changed = True
+        for t in row.tags:
+            if t not in self.tags and t not in self.add_tags:
+                self.add_tags.append(t)
+                changed = True
+        for k, val in row.custom.items():
+            old = self.custom.get(k)
+            cur = self.set_custom.get(k, (old[1], old[2]) if old else (None, None))
+            if cur != val:
+                self.set_custom[k] = val
+                changed = True
+        return changed
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changes or self.add_phones or self.add_tags or self.set_custom)
+
+
+@dataclass
+class _Counts:
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+async def _insert_ids(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` (executemany) and return their new ids in the order of ``rows``.
+
+    PostgreSQL gets SQLAlchemy's ordered RETURNING.  On SQLite that option falls back to one
+    statement per row (70x slower), and it is not needed there: the batch holds the write
+    lock and an INTEGER PRIMARY KEY is assigned ascending in VALUES order, so the sorted ids
+    are the rows' ids in order.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "sqlite":
+        result = await conn.execute(insert(table).returning(table.c.id), rows)
+        ids = sorted(r[0] for r in result)
+    else:
+        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        ids = [r[0] for r in await conn.execute(stmt, rows)]
+    if len(ids) != len(rows):
+        raise RuntimeError(f"inserted {len(rows)} rows but got {len(ids)} ids")
+    return ids
+
+
+class _Importer:
+    """Runs the batches of one import; every database write happens in :meth:`batch`."""
+
+    def __init__(
+        self,
+        db: Database,
+        principal: Principal,
+        spec: EntitySpec,
+        parser: _RowParser,
+        batch_id: int,
+        on_duplicate: OnDuplicate,
+        report: Any,
+    ) -> None:
+        self.db = db
+        self.p = principal
+        self.spec = spec
+        self.parser = parser
+        self.batch_id = batch_id
+        self.update_mode = on_duplicate == "update"
+        self.report = report
+        self.table = cast(Table, spec.model.__table__)
+        self.counts = _Counts()
+        self.errors: list[tuple[int, str]] = []
+        self.created_tags: list[str] = []
+        self.may_create_tags = principal.can("tag", "create")
+        self.required_custom = [k for k, d in parser.defs.items() if d.required]
+
+    def reject(self, row_number: int, cells: list[str], error: str) -> None:
+        self.counts.rejected += 1
+        if len(self.errors) < _MAX_ERRORS_KEPT:
+            self.errors.append((row_number, error))
+        if self.report is not None:
+            self.report.writerow([*cells, row_number, error])
+
+    def parse(self, raw_rows: list[tuple[int, list[str]]]) -> list[_Row]:
+        """Validate a batch (CPU only; runs in a thread so the event loop keeps serving)."""
+        rows: list[_Row] = []
+        for number, cells in raw_rows:
+            parsed = self.parser.parse(number, cells)
+            if isinstance(parsed, str):
+                self.reject(number, cells, parsed)
+            else:
+                rows.append(parsed)
+        self.counts.total += len(raw_rows)
+        return rows
+
+    async def batch(self, raw_rows: list[tuple[int, list[str]]]) -> None:
+        """Import one batch in one transaction."""
+        rows = await asyncio.to_thread(self.parse, raw_rows)
+        async with self.db.session() as session:
+            conn = await session.connection()
+            rows = await self._check_refs(conn, rows)
+            tag_ids = await self._existing_tags(conn, rows)
+            by_phone, by_email = await self._lookup(conn, rows)
+            olds = await self._load_olds(conn, by_phone, by_email) if self.update_mode else {}
+            news = self._resolve(rows, tag_ids, by_phone, by_email, olds)
+            await self._create_tags(conn, news, olds, tag_ids)
+            await self._write_new(conn, news, tag_ids)
+            await self._write_updates(conn, [o for o in olds.values() if o.dirty], tag_ids)
+            c = self.counts
+            await conn.execute(
+                update(_BATCHES_T)
+                .where(_BATCHES_T.c.id == self.batch_id)
+                .values(
+                    total_rows=c.total,
+                    created_count=c.created,
+                    updated_count=c.updated,
+                    skipped_count=c.skipped + c.unchanged,
+                    rejected_count=c.rejected,
+                    updated_at=utcnow(),
+                )
+            )
+
+    # -- checks against the database --------------------------------------------------
+
+    async def _check_refs(self, conn: AsyncConnection, rows: list[_Row]) -> list[_Row]:
+        """Rows whose references (owner_id, account_id...) exist and are visible."""
+        bad: dict[int, list[str]] = {}
+        for col, target in self.spec.refs.items():
+            wanted = sorted({r.values[col] for r in rows if r.values.get(col) is not None})
+            if not wanted:
+                continue
+            if target in ("user", "team"):
+                model: Any = User if target == "user" else Team
+                stmt = select(model.id)
+            else:
+                tspec = SPECS[target]
+                stmt = visible(tspec, self.p).with_only_columns(tspec.model.id)
+                model = tspec.model
+            found: set[int] = set()
+            for chunk in _chunks(wanted):
+                found.update(await conn.scalars(stmt.where(model.id.in_(chunk))))
+            for r in rows:
+                rid = r.values.get(col)
+                if rid is not None and rid not in found:
+                    bad.setdefault(r.number, []).append(f"{col}: no {target} {rid}")
+        if not bad:
+            return rows
+        keep = []
+        for r in rows:
+            if r.number in bad:
+                self.reject(r.number, r.cells, "; ".join(bad[r.number]))
+            else:
+                keep.append(r)
+        return keep
+
+    async def _existing_tags(self, conn: AsyncConnection, rows: list[_Row]) -> dict[str, int]:
+        names = sorted({t for r in rows for t in r.tags})
+        found: dict[str, int] = {}
+        for chunk in _chunks(names):
+            q = select(_TAGS_T.c.name, _TAGS_T.c.id).where(_TAGS_T.c.name.in_(chunk))
+            found.update({n: i for n, i in (await conn.execute(q)).all()})
+        return found
+
+    async def _lookup(
+        self, conn: AsyncConnection, rows: list[_Row]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Live records sharing a phone / an e-mail with the batch: one IN query each."""
+        t = self.table
+        live = t.c.deleted_at.is_(None)
+        e164s = sorted({p.e164 for r in rows for p in r.phones})
+        by_phone: dict[str, list[int]] = {}
+        for chunk in _chunks(e164s):
+            q = (
+                select(_PHONES_T.c.e164, _PHONES_T.c.entity_id)
+                .select_from(_PHONES_T.join(t, t.c.id == _PHONES_T.c.entity_id))
+                .where(_PHONES_T.c.entity_type == self.spec.name, _PHONES_T.c.e164.in_(chunk), live)
+                .order_by(_PHONES_T.c.entity_id)
+            )
+            for e164, eid in (await conn.execute(q)).all():
+                ids = by_phone.setdefault(e164, [])
+                if eid not in ids:
+                    ids.append(eid)
+        emails = sorted({r.email for r in rows if r.email})
+        by_email: dict[str, list[int]] = {}
+        for chunk in _chunks(emails):
+            q = select(t.c.email, t.c.id).where(t.c.email.in_(chunk), live).order_by(t.c.id)
+            for email, eid in (await conn.execute(q)).all():
+                by_email.setdefault(email, []).append(eid)
+        return by_phone, by_email
+
+    async def _load_olds(
+        self,
+        conn: AsyncConnection,
+        by_phone: dict[str, list[int]],
+        by_email: dict[str, list[int]],
+    ) -> dict[int, _Old]:
+        """Current state of every record the batch might update (update mode only)."""
+        ids = sorted({i for ids in (*by_phone.values(), *by_email.values()) for i in ids})
+        olds: dict[int, _Old] = {}
+        name = self.spec.name
+        for chunk in _chunks(ids):
+            result = await conn.execute(select(self.table).where(self.table.c.id.in_(chunk)))
+            for row in result.mappings().all():
+                olds[row["id"]] = _Old(row["id"], dict(row), [], [], {}, None)
+            q: Select[Any] = select(
+                _PHONES_T.c.entity_id, _PHONES_T.c.e164, _PHONES_T.c.extension
+            ).where(_PHONES_T.c.entity_type == name, _PHONES_T.c.entity_id.in_(chunk))
+            for eid, e164, ext in (await conn.execute(q)).all():
+                olds[eid].phones.append((e164, ext))
+            q = (
+                select(_TAGGINGS_T.c.entity_id, _TAGS_T.c.name)
+                .join(_TAGS_T, _TAGS_T.c.id == _TAGGINGS_T.c.tag_id)
+                .where(_TAGGINGS_T.c.entity_type == name, _TAGGINGS_T.c.entity_id.in_(chunk))
+            )
+            for r in (await conn.execute(q)).all():
+                olds[r[0]].tags.append(r[1])
+            by_field = {d.id: k for k, d in self.parser.defs.items()}
+            q = select(
+                _CUSTOM_T.c.id,
+                _CUSTOM_T.c.field_id,
+                _CUSTOM_T.c.entity_id,
+                _CUSTOM_T.c.value_text,
+                _CUSTOM_T.c.value_number,
+            ).where(_CUSTOM_T.c.entity_type == name, _CUSTOM_T.c.entity_id.in_(chunk))
+            for r in (await conn.execute(q)).all():
+                if r[1] in by_field:
+                    olds[r[2]].custom[by_field[r[1]]] = (r[0], r[3], r[4])
+            q = select(_SEARCH_T.c.entity_id, _SEARCH_T.c.body).where(
+                _SEARCH_T.c.entity_type == name, _SEARCH_T.c.entity_id.in_(chunk)
+            )
+            for r in (await conn.execute(q)).all():
+                olds[r[0]].body = r[1]
+        return olds
+
+    # -- deciding what each row does -----------------------------------------------------
+
+    def _resolve(
+        self,
+        rows: list[_Row],
+        tag_ids: dict[str, int],
+        by_phone: dict[str, list[int]],
+        by_email: dict[str, list[int]],
+        olds: dict[int, _Old],
+    ) -> list[_New]:
+        """Create, update, skip or reject each row, in file order; returns the new records."""
+        news: list[_New] = []
+        targets: dict[tuple[str, str], _New | int] = {}
+        entity = self.spec.name
+        for row in rows:
+            keys = [("p", p.e164) for p in row.phones]
+            if row.email:
+                keys.append(("e", row.email))
+            target: _New | int | None = next((targets[k] for k in keys if k in targets), None)
+            if target is None:
+                candidates: list[int] = []
+                for kind, value in keys:
+                    for rid in (by_phone if kind == "p" else by_email).get(value, ()):
+                        if rid not in candidates:
+                            candidates.append(rid)
+                if candidates and not self.update_mode:
+                    target = candidates[0]
+                elif candidates:
+                    seen = [rid for rid in candidates if self._sees(olds[rid].current)]
+                    if not seen:
+                        self.reject(
+                            row.number,
+                            row.cells,
+                            f"duplicate: matches {entity} {candidates[0]}, which you may not see",
+                        )
+                        continue
+                    target = seen[0]
+            unknown = [t for t in row.tags if t not in tag_ids]
+            if unknown and not self.may_create_tags:
+                self.reject(row.number, row.cells, f"tags: unknown tag(s): {', '.join(unknown)}")
+                continue
+            if target is None:
+                error = self._new_record_error(row)
+                if error:
+                    self.reject(row.number, row.cells, error)
+                    continue
+                target = _New(row.full, list(row.phones), list(row.tags), dict(row.custom))
+                news.append(target)
+                self.counts.created += 1
+            elif not self.update_mode:
+                self.counts.skipped += 1
+            else:
+                state = target if isinstance(target, _New) else olds[target]
+                moved = {k: row.values[k] for k in ("owner_id", "team_id") if k in row.values}
+                if moved:
+                    cur = state.full if isinstance(state, _New) else state.current
+                    after = {"owner_id": cur.get("owner_id"), "team_id": cur.get("team_id")}
+                    if not self._sees(after | moved):
+                        self.reject(
+                            row.number,
+                            row.cells,
+                            f"owner_id: the {entity} would move outside what you may see",
+                        )
+                        continue
+                if state.merge(row):
+                    self.counts.updated += 1
+                else:
+                    self.counts.unchanged += 1
+            for k in keys:
+                targets.setdefault(k, target)
+        return news
+
+    def _sees(self, values: dict[str, Any]) -> bool:
+        return self.p.sees(
+            SimpleNamespace(owner_id=values.get("owner_id"), team_id=values.get("team_id"))
+        )
+
+    def _new_record_error(self, row: _Row) -> str | None:
+        if row.nameless:
+            what = {"account": "name", "lead": "name or company"}.get(self.spec.name, "name")
+            return f"name: a new {self.spec.name} needs a {what}"
+        missing = [k for k in self.required_custom if row.custom.get(k) is None]
+        if missing:
+            return "; ".join(f"custom.{k}: required" for k in missing)
+        if not self._sees(row.full):
+            return f"owner_id: the new {self.spec.name} would be outside what you may see"
+        return None
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _create_tags(
+        self,
+        conn: AsyncConnection,
+        news: list[_New],
+        olds: dict[int, _Old],
+        tag_ids: dict[str, int],
+    ) -> None:
+        wanted = {t for n in news for t in n.tags} | {t for o in olds.values() for t in o.add_tags}
+        missing = sorted(wanted - set(tag_ids))
+        if not missing:
+            return
+        now = utcnow()
+        rows = [{"name": n, "created_at": now, "updated_at": now} for n in missing]
+        ids = await _insert_ids(conn, _TAGS_T, rows)
+        tag_ids.update(zip(missing, ids, strict=True))
+        self.created_tags += missing
+
+    async def _write_new(
+        self, conn: AsyncConnection, news: list[_New], tag_ids: dict[str, int]
+    ) -> None:
+        if not news:
+            return
+        now = utcnow()
+        name = self.spec.name
+        params = [dict(n.full, created_at=now, updated_at=now) for n in news]
+        for n, rid in zip(news, await _insert_ids(conn, self.table, params), strict=True):
+            n.id = rid
+        phones = [_phone_row(name, n.id, p, now) for n in news for p in n.phones]
+        if phones:
+            await conn.execute(insert(_PHONES_T), phones)
+        taggings = [
+            {"tag_id": tag_ids[t], "entity_type": name, "entity_id": n.id}
+            for n in news
+            for t in n.tags
+        ]
+        if taggings:
+            await conn.execute(insert(_TAGGINGS_T), taggings)
+        values = [
+            _custom_row(self.parser.defs[k].id, name, n.id, text, number)
+            for n in news
+            for k, (text, number) in n.custom.items()
+            if text is not None or number is not None
+        ]
+        if values:
+            await conn.execute(insert(_CUSTOM_T), values)
+        if self.spec.search_parts is not None:
+            docs = [
+                {
+                    "entity_type": name,
+                    "entity_id": n.id,
+                    "body": _search_body(self.spec, n.full, [p.e164 for p in n.phones]),
+                }
+                for n in news
+            ]
+            await conn.execute(insert(_SEARCH_T), docs)
+        items = [
+            {"batch_id": self.batch_id, "entity_id": n.id, "action": "created", "previous": None}
+            for n in news
+        ]
+        await conn.execute(insert(_ITEMS_T), items)
+
+    async def _write_updates(
+        self, conn: AsyncConnection, olds: list[_Old], tag_ids: dict[str, int]
+    ) -> None:
+        if not olds:
+            return
+        now = utcnow()
+        name = self.spec.name
+        t = self.table
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        items: list[dict[str, Any]] = []
+        for o in olds:
+            cols = tuple(sorted(o.changes))
+            by_columns.setdefault(cols, []).append({"b_id": o.id, **o.changes, "updated_at": now})
+            previous: dict[str, Any] = {
+                "fields": audit.jsonable(
+                    {k: o.current[k] for k in (*o.changes, "updated_at") if k in o.current}
+                ),
+                "phones": [[p.e164, p.extension] for p in o.add_phones],
+                "tags": list(o.add_tags),
+                "custom": {
+                    k: _custom_previous(o.custom.get(k), self.parser.defs[k].id)
+                    for k in o.set_custom
+                },
+                "search": o.body,
+            }
+            items.append(
+                {
+                    "batch_id": self.batch_id,
+                    "entity_id": o.id,
+                    "action": "updated",
+                    "previous": previous,
+                }
+            )
+        for cols, params in by_columns.items():
+            stmt = update(t).where(t.c.id == bindparam("b_id"))
+            stmt = stmt.values({c: bindparam(c) for c in (*cols, "updated_at")})
+            await conn.execute(stmt, params)
+        phones = [_phone_row(name, o.id, p, now) for o in olds for p in o.add_phones]
+        if phones:
+            await conn.execute(insert(_PHONES_T), phones)
+        taggings = [
+            {"tag_id": tag_ids[tag], "entity_type": name, "entity_id": o.id}
+            for o in olds
+            for tag in o.add_tags
+        ]
+        if taggings:
+            await conn.execute(insert(_TAGGINGS_T), taggings)
+        await self._write_custom(conn, olds)
+        await self._write_search(conn, olds)
+        await conn.execute(insert(_ITEMS_T), items)
+
+    async def _write_custom(self, conn: AsyncConnection, olds: list[_Old]) -> None:
+        name = self.spec.name
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for o in olds:
+            for key, (text, number) in o.set_custom.items():
+                old = o.custom.get(key)
+                if old is None:
+                    inserts.append(_custom_row(self.parser.defs[key].id, name, o.id, text, number))
+                else:
+                    updates.append({"b_id": old[0], "value_text": text, "value_number": number})
+        if inserts:
+            await conn.execute(insert(_CUSTOM_T), inserts)
+        if updates:
+            stmt = (
+                update(_CUSTOM_T)
+                .where(_CUSTOM_T.c.id == bindparam("b_id"))
+                .values(value_text=bindparam("value_text"), value_number=bindparam("value_number"))
+            )
+            await conn.execute(stmt, updates)
+
+    async def _write_search(self, conn: AsyncConnection, olds: list[_Old]) -> None:
+        if self.spec.search_parts is None:
+            return
+        name = self.spec.name
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for o in olds:
+            values = o.current | o.changes
+            e164s = [e for e, _ in o.phones] + [p.e164 for p in o.add_phones]
+            body = _search_body(self.spec, values, list(dict.fromkeys(e164s)))
+            if o.body is None:
+                inserts.append({"entity_type": name, "entity_id": o.id, "body": body})
+            elif body != o.body:
+                updates.append({"b_id": o.id, "body": body})
+        if inserts:
+            await conn.execute(insert(_SEARCH_T), inserts)
+        if updates:
+            stmt = (
+                update(_SEARCH_T)
+                .where(_SEARCH_T.c.entity_type == name, _SEARCH_T.c.entity_id == bindparam("b_id"))
+                .values(body=bindparam("body"))
+            )
+            await conn.execute(stmt, updates)
+
+
+def _phone_row(entity: str, rid: int, p: NormalizedPhone, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "entity_type": entity,
+        "entity_id": rid,
+        "e164": p.e164,
+        "raw": p.raw[:64],
+        "kind": p.kind,
+        "extension": p.extension,
+        "is_primary": p.is_primary,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _custom_row(
+    field_id: int, entity: str, rid: int, text: str | None, number: Decimal | None
+) -> dict[str, Any]:
+    return {
+        "field_id": field_id,
+        "entity_type": entity,
+        "entity_id": rid,
+        "value_text": text,
+        "value_number": number,
+    }
+
+
+def _custom_previous(
+    old: tuple[int, str | None, Decimal | None] | None, field_id: int
+) -> dict[str, Any] | None:
+    if old is None:
+        return {"field_id": field_id, "absent": True}
+    return {
+        "field_id": field_id,
+        "text": old[1],
+        "number": None if old[2] is None else str(old[2]),
+    }
+
+
+# --- the public functions ------------------------------------------------------------------
+
+
+def _spec_for(entity: str) -> EntitySpec:
+    if entity not in ENTITIES:
+        raise ValidationFailed.one("entity", f"must be one of {', '.join(ENTITIES)}")
+    return SPECS[entity]
+
+
+def _check_permissions(p: Principal, spec: EntitySpec, on_duplicate: str) -> None:
+    p.require("import", "create")
+    p.require(spec.name, "create")
+    if on_duplicate == "update":
+        p.require(spec.name, "edit")
+
+
+async def import_csv(
+    db: Database,
+    principal: Principal,
+    entity: str,
+    path: Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    on_duplicate: OnDuplicate = "skip",
+    region: str = "IR",
+    report_path: Path | None = None,
+    progress: Progress | None = None,
+    batch_size: int = 5000,
+) -> ImportResult:
+    """Import a CSV file of ``entity`` records as one revertable ImportBatch.
+
+    Raises PermissionDenied (needs ``import:create``, ``<entity>:create`` and, to update,
+    ``<entity>:edit``) or ValidationFailed for a bad file or mapping, before writing anything.
+    Rejected rows go to ``report_path`` (UTF-8 CSV with BOM) when given.
+    """
+    started = time.perf_counter()
+    spec = _spec_for(entity)
+    if on_duplicate not in ("skip", "update"):
+        raise ValidationFailed.one("on_duplicate", "must be skip or update")
+    _check_permissions(principal, spec, on_duplicate)
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationFailed.one("file", f"no such file {path.name}")
+    delimiter = _sniff_delimiter(path)
+    total = await asyncio.to_thread(_count_rows, path, delimiter)
+    if total < 0:
+        raise ValidationFailed.one("file", "the file is empty (no header row)")
+    rows = _read_rows(path, delimiter)
+    header = next(rows)
+    cols, ignored = plan_columns(spec, header, mapping)
+    masked = principal.masked(spec.name)
+    for col in cols:
+        fld = "owner_id" if col.target == "owner" else col.target.split(".")[0]
+        if fld in masked:
+            raise PermissionDenied(f"may not set masked field {fld}")
+    async with db.session() as session:
+        defs = await extras.field_defs(session, spec.name)
+        users = {u: i for i, u in (await session.execute(select(User.id, User.username))).all()}
+        batch = ImportBatch(
+            entity_type=spec.name,
+            filename=path.name[:255],
+            user_id=principal.user_id,
+            on_duplicate=on_duplicate,
+            status="running",
+            report_path=str(report_path)[:512] if report_path else None,
+        )
+        session.add(batch)
+        await session.flush()
+        batch_id = batch.id
+    parser = _RowParser(spec, cols, defs, users, region, principal)
+    report_file: TextIO | None = None
+    try:
+        report = None
+        if report_path is not None:
+            report_file = _open_report(Path(report_path), header)
+            report = csv.writer(report_file)
+        importer = _Importer(db, principal, spec, parser, batch_id, on_duplicate, report)
+        if progress is not None:
+            progress(0, total)
+        next_number = 2  # spreadsheet row of the first data row
+        while True:
+            pending = await asyncio.to_thread(_take, rows, next_number, max(1, batch_size))
+            if not pending:
+                break
+            next_number += len(pending)
+            await importer.batch(pending)
+            if progress is not None:
+                progress(importer.counts.total, total)
+    except BaseException:
+        async with db.session() as session:
+            await session.execute(
+                update(_BATCHES_T).where(_BATCHES_T.c.id == batch_id).values(status="failed")
+            )
+        raise
+    finally:
+        if report_file is not None:
+            report_file.close()
+    c = importer.counts
+    columns = {col.header: col.target for col in cols}
+    async with db.session() as session:
+        await session.execute(
+            update(_BATCHES_T).where(_BATCHES_T.c.id == batch_id).values(status="done")
+        )
+        audit.record(
+            session,
+            principal.user_id,
+            "import",
+            spec.name,
+            None,
+            batch_id=batch_id,
+            filename=path.name,
+            on_duplicate=on_duplicate,
+            total=c.total,
+            created=c.created,
+            updated=c.updated,
+            unchanged=c.unchanged,
+            skipped=c.skipped,
+            rejected=c.rejected,
+            created_tags=importer.created_tags,
+        )
+    return ImportResult(
+        batch_id=batch_id,
+        total=c.total,
+        created=c.created,
+        updated=c.updated,
+        unchanged=c.unchanged,
+        skipped=c.skipped,
+        rejected=c.rejected,
+        report_path=report_path,
+        columns=columns,
+        ignored_columns=ignored,
+        errors=importer.errors,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _from_json(table: Table, column: str, value: Any) -> Any:
+    """A column value as it was kept in ``ImportItem.previous`` (via audit.jsonable)."""
+    if value is None:
+        return None
+    pytype = _python_type(table.c[column].type)
+    if pytype is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if pytype is dt.date:
+        return dt.date.fromisoformat(value)
+    if pytype is Decimal:
+        return Decimal(value)
+    return value
+
+
+async def revert_import(db: Database, principal: Principal, batch_id: int) -> dict[str, int]:
+    """Undo an import exactly, in one transaction: delete what it created (with phones, tags,
+    custom values and search documents) and restore what it updated.
+
+    Only the importer or an admin may revert; reverting twice raises Conflict.  Records the
+    import created that other records now reference cannot be deleted: Conflict, nothing done.
+    Returns ``{"deleted": n, "restored": m}``.
+    """
+    async with db.session() as session:
+        batch = await session.get(ImportBatch, batch_id, with_for_update=True)
+        if batch is None:
+            raise NotFound(f"no import {batch_id}")
+        spec = _spec_for(batch.entity_type)
+        _check_permissions(principal, spec, batch.on_duplicate)
+        if batch.user_id != principal.user_id and not principal.is_admin:
+            raise PermissionDenied("only the user who ran an import or an admin may revert it")
+        if batch.reverted_at is not None or batch.status == "reverted":
+            raise Conflict(f"import {batch_id} was already reverted", batch_id=batch_id)
+        if batch.status == "running":
+            raise Conflict(f"import {batch_id} is still running", batch_id=batch_id)
+        conn = await session.connection()
+        try:
+            restored = await _restore_updated(conn, spec, batch_id)
+            deleted = await _delete_created(conn, spec, batch_id)
+        except IntegrityError:
+            raise Conflict(
+                f"records created by import {batch_id} are now referenced by other records",
+                batch_id=batch_id,
+            ) from None
+        batch.status = "reverted"
+        batch.reverted_at = utcnow()
+        audit.record(
+            session,
+            principal.user_id,
+            "import_revert",
+            spec.name,
+            None,
+            batch_id=batch_id,
+            filename=batch.filename,
+            deleted=deleted,
+            restored=restored,
+        )
+    return {"deleted": deleted, "restored": restored}
+
+
+async def _delete_created(conn: AsyncConnection, spec: EntitySpec, batch_id: int) -> int:
+    created = select(_ITEMS_T.c.entity_id).where(
+        _ITEMS_T.c.batch_id == batch_id, _ITEMS_T.c.action == "created"
+    )
+    name = spec.name
+    for table in (_PHONES_T, _TAGGINGS_T, _CUSTOM_T, _SEARCH_T):
+        await conn.execute(
+            delete(table).where(table.c.entity_type == name, table.c.entity_id.in_(created))
+        )
+    t = cast(Table, spec.model.__table__)
+    result = await conn.execute(delete(t).where(t.c.id.in_(created)))
+    return int(result.rowcount or 0)
+
+
+async def _restore_updated(conn: AsyncConnection, spec: EntitySpec, batch_id: int) -> int:
+    """Undo updates newest first (one record may have been updated by several batches)."""
+    t = cast(Table, spec.model.__table__)
+    name = spec.name
+    q = (
+        select(_ITEMS_T.c.entity_id, _ITEMS_T.c.previous)
+        .where(_ITEMS_T.c.batch_id == batch_id, _ITEMS_T.c.action == "updated")
+        .order_by(_ITEMS_T.c.id.desc())
+    )
+    restored = 0
+    for eid, prev in (await conn.execute(q)).all():
+        restored += 1
+        fields = {k: _from_json(t, k, v) for k, v in (prev.get("fields") or {}).items()}
+        if fields:
+            await conn.execute(update(t).where(t.c.id == eid).values(fields))
+        pairs = [(e, x) for e, x in prev.get("phones") or []]
+        for e164, ext in pairs:
+            ext_cond = (
+                _PHONES_T.c.extension.is_(None) if ext is None else (_PHONES_T.c.extension == ext)
+            )
+            await conn.execute(
+                delete(_PHONES_T).where(
+                    _PHONES_T.c.entity_type == name,
+                    _PHONES_T.c.entity_id == eid,
+                    _PHONES_T.c.e164 == e164,
+                    ext_cond,
+                )
+            )
+        tags = prev.get("tags") or []
+        if tags:
+            await conn.execute(
+                delete(_TAGGINGS_T).where(
+                    _TAGGINGS_T.c.entity_type == name,
+                    _TAGGINGS_T.c.entity_id == eid,
+                    _TAGGINGS_T.c.tag_id.in_(select(_TAGS_T.c.id).where(_TAGS_T.c.name.in_(tags))),
+                )
+            )
+        for old in (prev.get("custom") or {}).values():
+            where = and_(_CUSTOM_T.c.field_id == old["field_id"], _CUSTOM_T.c.entity_id == eid)
+            if old.get("absent"):
+                await conn.execute(delete(_CUSTOM_T).where(where))
+                continue
+            number = None if old["number"] is None else Decimal(old["number"])
+            await conn.execute(
+                update(_CUSTOM_T).where(where).values(value_text=old["text"], value_number=number)
+            )
+        body = prev.get("search")
+        where_doc = and_(_SEARCH_T.c.entity_type == name, _SEARCH_T.c.entity_id == eid)
+        if body is None:
+            await conn.execute(delete(_SEARCH_T).where(where_doc))
+        else:
+            await conn.execute(update(_SEARCH_T).where(where_doc).values(body=body))
+    return restored
+
+
+def preview_columns(
+    entity: str, header: Sequence[str], mapping: dict[str, str] | None
+) -> dict[str, str]:
+    """``{header: field}`` the importer would use, for a UI to show before importing."""
+    cols, _ = plan_columns(_spec_for(entity), header, mapping)
+    return {c.header: c.target for c in cols}
