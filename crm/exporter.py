@@ -102,7 +102,7 @@ async def _export(
             stmt = await records.apply_custom_filters(session, spec, stmt, filters)
             defs = await extras.field_defs(session, spec.name) if spec.custom else {}
             keys = sorted(defs)
-            usernames = dict((await session.execute(select(User.id, User.username))).tuples())
+            usernames = {r[0]: r[1] for r in await session.execute(select(User.id, User.username))}
             fields = _field_columns(spec)
             if bom:
                 out.write("\ufeff")

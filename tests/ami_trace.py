@@ -12,10 +12,13 @@ import re
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 from cti.ami_message import AmiMessage
 from cti.callstate import CallStateConfig, CallStateMachine
-from cti.domain_events import DomainEvent
+from cti.domain_events import DomainEvent, QueueStats
+
+E = TypeVar("E", bound=DomainEvent)
 
 TRACES = Path(
     os.environ.get(
@@ -147,5 +150,12 @@ def replay(
     return out
 
 
-def of_type(events: Iterable[DomainEvent], type_: str) -> list[DomainEvent]:
-    return [e for e in events if e.type == type_]
+def of_type(events: Iterable[DomainEvent], kind: type[E]) -> list[E]:
+    """The events of one kind, in order (typed, so tests read their fields)."""
+    return [e for e in events if isinstance(e, kind)]
+
+
+def stats_of(machine: CallStateMachine, queue: str, now: float | None = None) -> QueueStats:
+    stats = machine.queue_stats(queue, now)
+    assert stats is not None, f"queue {queue} never seen"
+    return stats

@@ -20,10 +20,12 @@ from cti.domain_events import (
     CallAnswered,
     CallEnded,
     CallRinging,
+    CallUpdated,
     DomainEvent,
     QueueCallerAbandoned,
+    QueueCallerLeft,
 )
-from tests.ami_trace import TRACES, lab_config, load_trace, of_type, replay, to_pjsip
+from tests.ami_trace import TRACES, lab_config, load_trace, of_type, replay, stats_of, to_pjsip
 
 pytestmark = pytest.mark.skipif(not TRACES.is_dir(), reason="asterisk traces not available")
 
@@ -58,7 +60,7 @@ def test_every_trace_replays_without_errors_and_leaves_nothing_open(name: str) -
 
 
 def test_inbound_answered_is_one_inbound_call_answered_by_agent_1001() -> None:
-    machine, events = run("inbound-answered.ami")
+    _, events = run("inbound-answered.ami")
 
     (call,) = ended(events)
     assert call.direction == INBOUND
@@ -77,7 +79,7 @@ def test_inbound_answered_is_one_inbound_call_answered_by_agent_1001() -> None:
     assert call.cause == 16 and call.cause_text == "Normal Clearing"
     assert call.originate is not None and call.originate["action_id"] == "orig-1"
 
-    (ringing,) = of_type(events, "call.ringing")
+    (ringing,) = of_type(events, CallRinging)
     assert isinstance(ringing, CallRinging)
     assert ringing.agent == "1001"
     assert ringing.device == "Local/1001@agent-phones"
@@ -88,14 +90,14 @@ def test_inbound_answered_is_one_inbound_call_answered_by_agent_1001() -> None:
     assert ringing.caller_name == "علی رضایی"
     assert ringing.direction == INBOUND
 
-    (answered,) = of_type(events, "call.answered")
+    (answered,) = of_type(events, CallAnswered)
     assert isinstance(answered, CallAnswered)
     assert answered.agent == "1001" and answered.first
 
     order = [e.type for e in events if e.type in ("call.ringing", "call.answered", "call.ended")]
     assert order == ["call.ringing", "call.answered", "call.ended"]
 
-    recording_known = [e for e in of_type(events, "call.updated") if "recording" in e.changes]
+    recording_known = [e for e in of_type(events, CallUpdated) if "recording" in e.changes]
     assert recording_known and events.index(recording_known[0]) < events.index(ringing)
 
 
@@ -117,15 +119,15 @@ def test_inbound_abandoned_is_a_queue_call_nobody_answered() -> None:
     assert call.abandoned
     assert call.agents_talked == ()
     assert call.wait_seconds == 5.0
-    assert not of_type(events, "call.answered")
+    assert not of_type(events, CallAnswered)
 
-    (abandon,) = of_type(events, "queue.caller_abandoned")
+    (abandon,) = of_type(events, QueueCallerAbandoned)
     assert isinstance(abandon, QueueCallerAbandoned)
     assert abandon.queue == "sales" and abandon.wait_seconds == 5.0
-    (left,) = of_type(events, "queue.caller_left")
+    (left,) = of_type(events, QueueCallerLeft)
     assert left.reason == "abandoned"
 
-    stats = machine.queue_stats("sales")
+    stats = stats_of(machine, "sales")
     assert (stats.offered, stats.answered, stats.abandoned) == (1, 0, 1)
 
 
@@ -146,10 +148,10 @@ def test_click_to_call_is_an_outbound_call_of_agent_1002_tied_to_the_crm_contact
     assert call.recording == "/var/spool/asterisk/monitor/1795416965.0.wav"
 
     # The agent's own phone rings first, already knowing which CRM contact it is about.
-    (ringing,) = of_type(events, "call.ringing")
+    (ringing,) = of_type(events, CallRinging)
     assert ringing.agent == "1002"
     assert ringing.variables == {"TAMAS_CONTACT_ID": "42"}
-    (answered,) = of_type(events, "call.answered")
+    (answered,) = of_type(events, CallAnswered)
     assert answered.agent == "1002" and answered.external_number == "+989351234567"
 
 
@@ -208,7 +210,7 @@ def test_busy_hour_queue_figures_equal_asterisk_queue_log() -> None:
     assert truth["sales"]["abandoned"] == 20
 
     for queue, f in truth.items():
-        stats = machine.queue_stats(queue)
+        stats = stats_of(machine, queue)
         assert stats.offered == f["offered"]
         assert stats.answered == f["answered"]
         assert stats.abandoned == f["abandoned"]
@@ -222,10 +224,11 @@ def test_busy_hour_queue_figures_equal_asterisk_queue_log() -> None:
 
     calls = ended(events)
     assert len(calls) == 30
-    assert Counter((c.answered, c.abandoned) for c in calls) == {(True, False): 10, (False, True): 20}
+    outcomes = Counter((c.answered, c.abandoned) for c in calls)
+    assert outcomes == {(True, False): 10, (False, True): 20}
     assert all(c.direction == INBOUND for c in calls)
     assert Counter(c.did for c in calls) == {"02188776656": 19, "02188776655": 11}
-    assert len(of_type(events, "queue.caller_abandoned")) == 20
+    assert len(of_type(events, QueueCallerAbandoned)) == 20
 
 
 def test_busy_hour_normalizes_every_mobile_caller_to_e164() -> None:
@@ -274,7 +277,7 @@ def test_pjsip_inbound_answered_gives_the_same_call() -> None:
         "sales",
         "1001",
     )
-    (ringing,) = of_type(events, "call.ringing")
+    (ringing,) = of_type(events, CallRinging)
     assert ringing.device == "PJSIP/1001"
 
 
@@ -305,11 +308,29 @@ def test_memory_stays_flat_over_a_long_stream() -> None:
     for copy in range(8):
         events = replay(machine, renumbered(trace, copy))
         ended_total += len(ended(events))
-        assert not machine.calls and not machine.channels
-        assert not machine._bridges  # noqa: SLF001 - white-box: nothing may pile up
-        assert len(machine._ended) <= 64  # noqa: SLF001
-        assert len(machine._hungup) <= 64  # noqa: SLF001
-        assert len(machine.agents) == 2
+        sizes = machine.memory()
+        assert sizes["calls"] == sizes["channels"] == sizes["bridges"] == 0
+        assert sizes["recent_ended"] <= 64 and sizes["recent_hungup"] <= 64
+        assert sizes["aliases"] <= 64 and sizes["agents"] == 2
     assert ended_total == 8 * 30
-    assert machine.queue_stats("sales").offered == 8 * 30
+    assert stats_of(machine, "sales").offered == 8 * 30
     assert machine.counters["errors"] == 0
+
+
+def test_snapshot_gives_the_supervisor_view_of_a_call_in_progress() -> None:
+    trace = load_trace("inbound-answered.ami")
+    cut = next(i for i, m in enumerate(trace) if m.event == "Hangup")
+    machine = CallStateMachine(lab_config())
+    replay(machine, trace[:cut], start=100.0, step=0.1)
+
+    snap = machine.snapshot()
+    json.dumps(snap, ensure_ascii=False)
+    (call,) = snap["calls"]
+    assert call["external_number"] == "+989121234567"
+    assert call["answered_by"] == "1001" and call["connected"] == ["1001"]
+    assert call["legs"] == ["Local/1001@agent-phones-00000001", "Local/s@caller-sim-00000000"]
+    assert snap["agents"]["1001"]["state"] == "on_call"
+    assert snap["agents"]["1001"]["call_id"] == call["call_id"]
+    sales = snap["queues"]["sales"]
+    assert (sales["offered"], sales["answered"], sales["waiting"]) == (1, 1, 0)
+    assert sales["members_list"] == ["1001"]

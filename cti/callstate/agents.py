@@ -83,7 +83,8 @@ class AgentState:
         self.wrapup_until = 0.0
         self.state = LOGGED_OUT
         self.since = now
-        self.last_key: tuple[object, ...] | None = None  # what agent.state last reported
+        # (state, pause reason, queues, paused queues) as agent.state last reported them
+        self.last_key: tuple[str, str | None, tuple[str, ...], tuple[str, ...]] | None = None
 
     def pause_reason(self) -> str | None:
         """Reason of the pause (first paused queue), or None when not paused anywhere."""

@@ -55,6 +55,7 @@ class Call:
         "agents_talked",
         "answered_at",
         "answered_by",
+        "busy_agents",
         "call_id",
         "caller_name",
         "cause",
@@ -102,6 +103,7 @@ class Call:
         self.agents_talked: list[str] = []
         self.ringing: dict[str, float] = {}  # agent -> ring start, while ringing
         self.connected: dict[str, float] = {}  # agent -> connect time, while connected
+        self.busy_agents: set[str] = set()  # agents this call made busy (to release at end)
         self.agent_channels: dict[str, set[str]] = {}  # agent -> live channel uids
         self.ring_targets: dict[str, str] = {}  # dest uniqueid -> agent (rung before seen)
         self.wrapup_queue: dict[str, str] = {}  # agent -> queue whose wrap-up applies

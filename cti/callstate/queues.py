@@ -8,6 +8,7 @@ are derived only when a snapshot is taken.  Waiting times reported by Asterisk (
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from cti.domain_events import QueueStats
@@ -23,9 +24,11 @@ class QueueState:
         "answered",
         "answered_within_sl",
         "completed",
+        "member_counts",
         "members",
         "name",
         "offered",
+        "order",
         "pbx",
         "sl_seconds",
         "strategy",
@@ -39,7 +42,11 @@ class QueueState:
         self.name = name
         self.sl_seconds = sl_seconds
         self.waiting: dict[str, tuple[float, str]] = {}  # caller uid -> (join time, call id)
+        # Join order for the longest wait in O(1): entries whose caller left are skipped lazily.
+        self.order: deque[tuple[float, str]] = deque()
         self.members: dict[str, str] = {}  # queue interface -> agent id
+        # (members, available, paused, busy), recomputed only after an agent of ours changed
+        self.member_counts: tuple[int, int, int, int] | None = None
         self.offered = 0
         self.answered = 0
         self.abandoned = 0
@@ -51,17 +58,25 @@ class QueueState:
         self.strategy: str | None = None
         self.pbx: dict[str, str] = {}  # Asterisk's own QueueParams figures, as last reported
 
-    def longest_wait(self, now: float) -> float:
-        longest = 0.0
-        for joined, _ in self.waiting.values():
-            wait = now - joined
-            if wait > longest:
-                longest = wait
-        return longest
+    def add_waiting(self, uid: str, joined: float, call_id: str) -> None:
+        self.waiting[uid] = (joined, call_id)
+        self.order.append((joined, uid))
+        if len(self.order) > 4 * len(self.waiting) + 64:  # many left out of order: compact
+            self.order = deque(sorted((j, u) for u, (j, _) in self.waiting.items()))
 
-    def stats(
-        self, now: float, members: int, available: int, paused: int, busy: int
-    ) -> QueueStats:
+    def longest_wait(self, now: float) -> float:
+        """Wait of the caller who joined first (amortized O(1), this runs on every change)."""
+        order = self.order
+        waiting = self.waiting
+        while order:
+            joined, uid = order[0]
+            entry = waiting.get(uid)
+            if entry is not None and entry[0] == joined:
+                return max(0.0, now - joined)
+            order.popleft()
+        return 0.0
+
+    def stats(self, now: float, members: int, available: int, paused: int, busy: int) -> QueueStats:
         answered = self.answered
         return QueueStats(
             at=now,
@@ -89,6 +104,7 @@ class QueueState:
         out.pop("type", None)
         out["strategy"] = self.strategy
         out["members_list"] = sorted(set(self.members.values()))
+        out["longest_wait"] = self.longest_wait(now)
         out["callers"] = [
             {"uniqueid": uid, "call_id": call_id, "joined_at": joined, "wait": now - joined}
             for uid, (joined, call_id) in sorted(self.waiting.items(), key=lambda kv: kv[1][0])

@@ -13,10 +13,12 @@ Three ways to use it:
 ``python -m cti.simulator --help`` runs it by hand.
 """
 
+from cti.simulator.actions import parse_callerid
 from cti.simulator.calls import CallEngine, Leg, SimCall
 from cti.simulator.model import Agent, Channel, PbxConfig, PbxState, QueueConfig
 from cti.simulator.replay import Chunking, Trace, multiply, renumber, split_messages
-from cti.simulator.server import Session, SimulatedPbx, parse_callerid
+from cti.simulator.server import SimulatedPbx
+from cti.simulator.session import Session
 
 __all__ = [
     "Agent",

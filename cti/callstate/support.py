@@ -1,0 +1,141 @@
+"""Small pure helpers shared by the call-state modules: field parsing, bounded sets, names."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from cti.ami_message import AmiMessage
+from cti.domain_events import DomainEvent
+
+from .config import INBOUND, OUTBOUND
+
+__all__ = [
+    "ANSWERED_OUTCOMES",
+    "EXTENSION_STATUS",
+    "FINAL_DIRECTIONS",
+    "MISSING",
+    "OPEN_OUTCOMES",
+    "PBX_RESTART",
+    "UNKNOWN",
+    "VANISHED",
+    "VAR_DID",
+    "VAR_KEEP",
+    "VAR_RECORDING",
+    "Getter",
+    "Handler",
+    "Out",
+    "Recent",
+    "duration",
+    "getter",
+    "known",
+    "to_float",
+    "to_int",
+]
+
+Getter = Callable[[str], "str | None"]
+Out = list[DomainEvent]
+Handler = Callable[[Getter, float, Out], None]
+
+VANISHED = "vanished during link loss"
+PBX_RESTART = "pbx restart"
+
+UNKNOWN = frozenset({"", "<unknown>", "unknown", "<null>", "(null)"})
+FINAL_DIRECTIONS = (INBOUND, OUTBOUND)
+# Queue outcome of a call per queue: waiting -> (left) -> connecting -> answered -> completed,
+# or abandoned.  Only "waiting"/"left"/"connecting" can still be counted as answered/abandoned.
+OPEN_OUTCOMES = ("waiting", "left", "connecting")
+ANSWERED_OUTCOMES = ("connecting", "answered", "completed")
+EXTENSION_STATUS = {
+    "-2": None,
+    "-1": None,
+    "0": "NOT_INUSE",
+    "1": "INUSE",
+    "2": "BUSY",
+    "4": "UNAVAILABLE",
+    "8": "RINGING",
+    "9": "RINGINUSE",
+    "16": "ONHOLD",
+    "17": "ONHOLD",
+}
+VAR_RECORDING = 1
+VAR_DID = 2
+VAR_KEEP = 3
+MISSING = object()
+
+
+def to_int(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def to_float(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        result = float(value)
+    except ValueError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def known(value: str | None) -> str | None:
+    """None for Asterisk's placeholders (``<unknown>``) and empty values."""
+    if value is None or value.lower() in UNKNOWN:
+        return None
+    return value
+
+
+def duration(value: str | None) -> float | None:
+    """``HH:MM:SS`` (CoreShowChannel ``Duration``) or plain seconds, in seconds."""
+    if not value:
+        return None
+    if ":" not in value:
+        return to_float(value)
+    total = 0.0
+    for part in value.split(":"):
+        number = to_float(part)
+        if number is None:
+            return None
+        total = total * 60 + number
+    return total
+
+
+def getter(msg: AmiMessage | Mapping[str, str]) -> Getter:
+    """Fast ``get`` with lower-case keys: AmiMessage keeps its first values in ``_first``."""
+    first = getattr(msg, "_first", None)
+    if isinstance(first, dict):
+        return first.get
+    lowered = {k.lower(): v for k, v in msg.items()}
+    return lowered.get
+
+
+class Recent:
+    """A set that forgets its oldest entries beyond ``size`` (bounded memory, O(1) add)."""
+
+    __slots__ = ("_items", "_order", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._items: set[str] = set()
+        self._order: deque[str] = deque()
+        self._size = max(1, size)
+
+    def add(self, key: str) -> None:
+        items = self._items
+        if key in items:
+            return
+        items.add(key)
+        self._order.append(key)
+        if len(items) > self._size:
+            items.discard(self._order.popleft())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
