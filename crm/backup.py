@@ -58,8 +58,10 @@ log = logging.getLogger("tamas.backup")
 
 __all__ = [
     "BACKUP_SUFFIX",
+    "FORMAT_VERSION",
     "BackupError",
     "CorruptBackup",
+    "HasDbUrl",
     "IndexedFile",
     "Manifest",
     "MemberInfo",

@@ -6,8 +6,11 @@ Usage::
     for event in machine.feed(msg, now=time.time()):
         bus.publish(event)
 
-See :mod:`cti.callstate.machine` for how calls are tracked and :mod:`cti.domain_events` for
-what comes out.
+Modules, bottom up: ``config`` (site rules), ``calls``/``agents``/``queues`` (the records),
+``support`` (field parsing, bounded sets), ``tables`` (lookups, agent states, queue figures),
+``lifecycle`` (channels and calls come and go), ``call_events`` / ``queue_events`` (AMI event
+handlers) and ``machine`` (the public :class:`CallStateMachine`).  What comes out is defined in
+:mod:`cti.domain_events`.
 """
 
 from cti.domain_events import DomainEvent
