@@ -237,6 +237,21 @@ class RestoreResult:
     replaced_data: bool  # the target held data and was overwritten (force)
     files_restored: int
 
+    def summary(self) -> str:
+        """One line for the operator (the manifest itself lists every recording)."""
+        m = self.manifest
+        text = (
+            f"{self.database_kind} database from {m.created_at:%Y-%m-%d %H:%M:%S} UTC"
+            f" (tamas {m.tamas_version}, schema {self.alembic_revision})"
+        )
+        if self.replaced_data:
+            text += ", replaced existing data"
+        if self.files_restored:
+            text += f", {self.files_restored} recording files"
+        if not self.at_head:
+            text += "; run `tamas db upgrade` before serving"
+        return text
+
 
 # --- the encrypted container --------------------------------------------------------------------
 

@@ -28,12 +28,13 @@ Rules (documented because users see their consequences):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import csv
 import datetime as dt
-import multiprocessing
 import os
+import pickle
 import re
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -621,53 +622,98 @@ class _Source:
         self.rows.close()
 
 
-_WORKER_SOURCE: _Source | None = None
-
-
-def _worker_open(path: Path, delimiter: str, parser: _RowParser) -> None:
-    """Process-pool initializer: the worker owns the file while the parent writes."""
-    global _WORKER_SOURCE
-    _WORKER_SOURCE = _Source(path, delimiter, parser)
-
-
-def _worker_next(n: int) -> _Parsed:
-    assert _WORKER_SOURCE is not None
-    return _WORKER_SOURCE.next(n)
-
-
 class _Reader:
     """Batches of the file, validated one batch ahead of the writer.
 
-    Validation (pydantic, phonenumbers) costs about as much CPU as writing, so on a
-    multi-core machine a big file is validated in a second process and the two overlap;
-    small files use a thread (starting a process costs about a second).
+    Validation (pydantic, phonenumbers) costs about as much CPU as writing, so for a big
+    file on a multi-core machine it runs in a worker process (``python -m crm.importer``,
+    talking pickles over its stdin/stdout) and the two overlap.  A plain subprocess rather
+    than multiprocessing, so that callers need no ``if __name__ == "__main__"`` guard.
+    Small files use a thread: starting the worker costs about a second.
     """
 
-    def __init__(self, path: Path, delimiter: str, parser: _RowParser, process: bool) -> None:
-        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+    def __init__(self, path: Path, delimiter: str, parser: _RowParser) -> None:
+        self.args = (path, delimiter, parser)
         self.source: _Source | None = None
-        if process:
-            self.pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_open,
-                initargs=(path, delimiter, parser),
-            )
-        else:
-            self.source = _Source(path, delimiter, parser)
+        self.proc: asyncio.subprocess.Process | None = None
 
-    def submit(self, n: int) -> asyncio.Future[_Parsed]:
-        loop = asyncio.get_running_loop()
-        if self.pool is not None:
-            return loop.run_in_executor(self.pool, _worker_next, n)
-        assert self.source is not None
-        return loop.run_in_executor(None, self.source.next, n)
+    async def start(self, process: bool) -> None:
+        if not process:
+            self.source = _Source(*self.args)
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "crm.importer",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        self._send(self.args)
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def _send(self, obj: Any) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(len(data).to_bytes(8, "big") + data)
+
+    async def _next(self, n: int) -> _Parsed:
+        if self.source is not None:
+            return await asyncio.to_thread(self.source.next, n)
+        assert self.proc is not None and self.proc.stdout is not None
+        self._send(n)
+        try:
+            size = int.from_bytes(await self.proc.stdout.readexactly(8), "big")
+            status, payload = pickle.loads(await self.proc.stdout.readexactly(size))
+        except asyncio.IncompleteReadError:
+            raise RuntimeError("the import's validation worker died") from None
+        if status != "ok":
+            raise RuntimeError(f"the import's validation worker failed: {payload}")
+        return cast(_Parsed, payload)
+
+    def submit(self, n: int) -> asyncio.Task[_Parsed]:
+        return asyncio.ensure_future(self._next(n))
+
+    async def close(self) -> None:
         if self.source is not None:
             self.source.close()
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    self._send(None)
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.close()
+                try:
+                    await asyncio.wait_for(self.proc.wait(), 10)
+                except TimeoutError:
+                    self.proc.kill()
+                    await self.proc.wait()
+
+
+def _worker_main() -> None:
+    """The validation worker (``python -m crm.importer``): init, then one batch per request."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    inp = sys.stdin.buffer
+
+    def receive() -> Any:
+        head = inp.read(8)
+        if len(head) < 8:
+            return None
+        return pickle.loads(inp.read(int.from_bytes(head, "big")))
+
+    def send(obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(len(data).to_bytes(8, "big") + data)
+        out.flush()
+
+    source = _Source(*receive())
+    while (n := receive()) is not None:
+        try:
+            send(("ok", source.next(n)))
+        except Exception as exc:  # reported to the parent, which fails the import
+            send(("error", f"{type(exc).__name__}: {exc}"))
+            return
 
 
 def _guess_kind(kind: str) -> str:
@@ -1375,7 +1421,8 @@ async def import_csv(
         if report_path is not None:
             report_file = _open_report(Path(report_path), header)
             report = csv.writer(report_file)
-        reader = _Reader(path, delimiter, parser, processes)
+        reader = _Reader(path, delimiter, parser)
+        await reader.start(processes)
         async with db.engine.connect() as conn:
             importer = _Importer(conn, principal, spec, defs, batch_id, on_duplicate, report)
             if progress is not None:
@@ -1401,7 +1448,7 @@ async def import_csv(
         raise
     finally:
         if reader is not None:
-            await asyncio.to_thread(reader.close)
+            await reader.close()
         if report_file is not None:
             report_file.close()
     c = importer.counts
@@ -1589,3 +1636,10 @@ def preview_columns(
     """``{header: field}`` the importer would use, for a UI to show before importing."""
     cols, _ = plan_columns(_spec_for(entity), header, mapping)
     return {c.header: c.target for c in cols}
+
+
+if __name__ == "__main__":
+    # Run the worker from the importable module, so pickles name ``crm.importer`` classes.
+    from crm.importer import _worker_main as main
+
+    main()

@@ -268,11 +268,17 @@ def cmd_restore(args: argparse.Namespace) -> None:
     settings = _settings(args)
     try:
         result = asyncio.run(
-            restore(Path(args.file), settings.ensure_secret(), settings.db_url, force=args.force)
+            restore(
+                Path(args.file),
+                settings.ensure_secret(),
+                settings.db_url,
+                force=args.force,
+                files_dest=settings.recordings_path.parent,
+            )
         )
     except BackupError as exc:
         raise CliError(str(exc)) from None
-    print(f"restored: {result}")
+    print(result.summary())
 
 
 # -- parser --------------------------------------------------------------------------------

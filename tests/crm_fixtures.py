@@ -103,7 +103,7 @@ async def make_actor(
                 full_name=username.title(),
                 team_ids=team_ids or [],
                 extension=extension,
-                devices=[{"interface": d} for d in devices or []],  # type: ignore[misc]
+                devices=[{"interface": d} for d in devices or []],
             ),
         )
         principal = await principal_for(s, user)

@@ -167,6 +167,10 @@ async def test_round_trip_restores_every_row_of_every_table(
     assert result.database_kind == db.dialect
     assert result.alembic_revision == "0001" and result.at_head
     assert result.replaced_data is False
+    assert result.summary() == (
+        f"{db.dialect} database from 2026-11-23 09:30:00 UTC"
+        f" (tamas {result.manifest.tamas_version}, schema 0001)"
+    )
     restored = Database(empty_target)
     try:
         assert await all_rows(restored) == before

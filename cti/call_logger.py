@@ -1,0 +1,289 @@
+"""The call log: every call becomes a call activity on the matching customer record.
+
+The activity is written when the call starts ringing and updated on answer, recording,
+transfer and end, so a crash mid-call loses nothing already known. Unknown numbers are kept
+(with the normalized number) and can be linked to a record later. A missed or abandoned
+inbound call creates a callback task for the owner of the record (configurable).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm import audit
+from crm.db import Database
+from crm.models import ENTITY_MODELS, Activity, Contact, Lead
+from crm.services.phones import PhoneMatch, lookup
+from cti import domain_events as de
+from cti.directory import user_id_of
+from cti.envelope import PbxEvent
+
+log = logging.getLogger("tamas.calllog")
+
+# Channel variable a click-to-call originate carries so the call lands on the record it was
+# started from (see cti/actions.py and asterisk-config/).
+RECORD_VARIABLES = {
+    "TAMAS_CONTACT_ID": "contact_id",
+    "TAMAS_LEAD_ID": "lead_id",
+    "TAMAS_ACCOUNT_ID": "account_id",
+    "TAMAS_DEAL_ID": "deal_id",
+    "TAMAS_CASE_ID": "case_id",
+}
+
+
+def _ts(epoch: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC) if epoch else None
+
+
+@dataclass
+class CallLogConfig:
+    callback_on_missed: bool = True
+    callback_due_minutes: int = 15
+
+
+class CallLogger:
+    """Bus subscriber for ``call.*`` events; one row per (pbx, call id)."""
+
+    def __init__(self, db: Database, config: CallLogConfig | None = None) -> None:
+        self.db = db
+        self.config = config or CallLogConfig()
+
+    async def handle(self, envelope: PbxEvent) -> None:
+        ev = envelope.event
+        if isinstance(ev, de.CallRinging):
+            await self._upsert(envelope.pbx, ev, self._ringing_fields(ev), ev.variables)
+        elif isinstance(ev, de.CallAnswered) and ev.first:
+            await self._upsert(
+                envelope.pbx,
+                ev,
+                {
+                    "answered_at": _ts(ev.at),
+                    "agent_id": user_id_of(ev.agent),
+                    "owner_id": user_id_of(ev.agent),
+                    "direction": ev.direction,
+                    "queue": ev.queue,
+                    "wait_s": round(ev.wait_seconds) if ev.wait_seconds is not None else None,
+                },
+                {},
+                number=ev.external_number,
+            )
+        elif isinstance(ev, de.CallUpdated):
+            changes = {}
+            if ev.changes.get("recording"):
+                changes["recording_path"] = str(ev.changes["recording"])
+            if ev.changes.get("direction"):
+                changes["direction"] = ev.changes["direction"]
+            if changes:
+                await self._upsert(envelope.pbx, ev, changes, {})
+        elif isinstance(ev, de.CallTransferred):
+            await self._transferred(envelope.pbx, ev)
+        elif isinstance(ev, de.CallEnded):
+            await self._ended(envelope.pbx, ev)
+
+    def _ringing_fields(self, ev: de.CallRinging) -> dict[str, Any]:
+        return {
+            "direction": ev.direction,
+            "queue": ev.queue,
+            "did": ev.did,
+            "agent_id": user_id_of(ev.agent),
+            "owner_id": user_id_of(ev.agent),
+        }
+
+    async def _row(self, s: AsyncSession, pbx: str, call_id: str) -> Activity | None:
+        return await s.scalar(
+            select(Activity).where(Activity.pbx == pbx, Activity.call_uid == call_id)
+        )
+
+    async def _match(
+        self, s: AsyncSession, number: str | None, variables: Any
+    ) -> dict[str, int | None]:
+        """Which record the call belongs to: the record a click-to-call started from, else
+        the best match of the external number (contacts before leads before accounts)."""
+        links: dict[str, int | None] = {}
+        for var, column in RECORD_VARIABLES.items():
+            raw = (variables or {}).get(var)
+            if raw and str(raw).isdigit():
+                model = ENTITY_MODELS[column.removesuffix("_id")]
+                # A stale or forged id must not make the call log fail its foreign key.
+                if await s.get(model, int(raw)) is not None:
+                    links[column] = int(raw)
+        if links:
+            return links
+        if not number or not number.startswith("+"):
+            return {}
+        matches: list[PhoneMatch] = await lookup(s, [number])
+        if not matches:
+            return {}
+        best = matches[0]
+        out: dict[str, int | None] = {f"{best.entity_type}_id": best.entity_id}
+        if best.entity_type == "contact":
+            contact = await s.get(Contact, best.entity_id)
+            if contact is not None and contact.account_id:
+                out["account_id"] = contact.account_id
+        return out
+
+    async def _upsert(
+        self,
+        pbx: str,
+        ev: de.DomainEvent,
+        fields: dict[str, Any],
+        variables: Any,
+        number: str | None = None,
+    ) -> None:
+        call_id: str = getattr(ev, "call_id")  # noqa: B009 - every call event has one
+        number = number or getattr(ev, "external_number", None)
+        for attempt in range(2):
+            try:
+                async with self.db.session() as s:
+                    row = await self._row(s, pbx, call_id)
+                    if row is None:
+                        row = Activity(
+                            kind="call",
+                            pbx=pbx,
+                            call_uid=call_id,
+                            subject="",
+                            occurred_at=_ts(ev.at) or dt.datetime.now(dt.UTC),
+                            started_at=_ts(ev.at),
+                            external_number=number,
+                            details={},
+                            **await self._match(s, number, variables),
+                        )
+                        s.add(row)
+                    else:
+                        if number and not row.external_number:
+                            row.external_number = number
+                        unlinked = not (row.contact_id or row.lead_id or row.account_id)
+                        if unlinked and (number or variables):
+                            # The number or the originating record became known only now.
+                            for k, v in (
+                                await self._match(s, row.external_number, variables)
+                            ).items():
+                                setattr(row, k, v)
+                    for key, value in fields.items():
+                        if value is None:
+                            continue
+                        if (
+                            key in ("agent_id", "owner_id")
+                            and row.answered_at
+                            and ("answered_at" not in fields)
+                        ):
+                            continue  # ringing another agent after answer changes nothing
+                        setattr(row, key, value)
+                    row.subject = _subject(row)
+                return
+            except IntegrityError:
+                # Two events of a new call raced to insert; the second one updates instead.
+                if attempt:
+                    raise
+
+    async def _transferred(self, pbx: str, ev: de.CallTransferred) -> None:
+        async with self.db.session() as s:
+            row = await self._row(s, pbx, ev.call_id)
+            if row is None:
+                return
+            details = dict(row.details or {})
+            details["transfers"] = [*details.get("transfers", []), ev.to_dict()]
+            row.details = details
+            to_user = user_id_of(ev.to_agent)
+            if to_user:
+                row.agent_id = to_user
+
+    async def _ended(self, pbx: str, ev: de.CallEnded) -> None:
+        await self._upsert(
+            pbx,
+            ev,
+            {
+                "direction": ev.direction,
+                "queue": ev.queue,
+                "did": ev.did,
+                "started_at": _ts(ev.started_at),
+                "answered_at": _ts(ev.answered_at),
+            },
+            ev.variables,
+        )
+        async with self.db.session() as s:
+            row = await self._row(s, pbx, ev.call_id)
+            if row is None:
+                return
+            row.ended_at = _ts(ev.ended_at or ev.at)
+            if row.started_at and row.ended_at:
+                row.duration_s = max(0, round((row.ended_at - row.started_at).total_seconds()))
+            if ev.wait_seconds is not None:
+                row.wait_s = round(ev.wait_seconds)
+            if ev.talk_seconds is not None:
+                row.talk_s = round(ev.talk_seconds)
+            row.hangup_cause = ev.cause_text or (str(ev.cause) if ev.cause is not None else None)
+            if ev.recording:
+                row.recording_path = ev.recording
+            answered_by = user_id_of(ev.answered_by)
+            if answered_by:
+                row.agent_id = answered_by
+                row.owner_id = answered_by
+            row.disposition = row.disposition or (
+                "answered" if ev.answered else "abandoned" if ev.abandoned else "missed"
+            )
+            row.details = {
+                **(row.details or {}),
+                "agents_rung": list(ev.agents_rung),
+                "agents_talked": list(ev.agents_talked),
+                "hold_seconds": ev.hold_seconds,
+                "caller_name": ev.caller_name,
+                "cause": ev.cause,
+                "transfers": [dict(t) for t in ev.transfers]
+                or (row.details or {}).get("transfers", []),
+                **({"merged_into": ev.merged_into} if ev.merged_into else {}),
+            }
+            row.subject = _subject(row)
+            if (
+                self.config.callback_on_missed
+                and ev.direction == "inbound"
+                and not ev.answered
+                and not ev.merged_into
+            ):
+                await self._callback_task(s, row, ev)
+
+    async def _callback_task(self, s: AsyncSession, call: Activity, ev: de.CallEnded) -> None:
+        """Missed callers are called back: a task for the record's owner (or unassigned)."""
+        owner = None
+        if call.contact_id:
+            contact = await s.get(Contact, call.contact_id)
+            owner = contact.owner_id if contact else None
+        elif call.lead_id:
+            lead = await s.get(Lead, call.lead_id)
+            owner = lead.owner_id if lead else None
+        who = ev.caller_name or ev.external_number or "unknown caller"
+        task = Activity(
+            kind="task",
+            subject=f"Call back {who}",
+            body=f"{'Abandoned' if ev.abandoned else 'Missed'} call"
+            + (f" in queue {ev.queue}" if ev.queue else "")
+            + (f" from {ev.external_number}" if ev.external_number else ""),
+            contact_id=call.contact_id,
+            account_id=call.account_id,
+            lead_id=call.lead_id,
+            owner_id=owner,
+            assignee_id=owner,
+            status="open",
+            is_callback=True,
+            priority="high",
+            due_at=(call.ended_at or dt.datetime.now(dt.UTC))
+            + dt.timedelta(minutes=self.config.callback_due_minutes),
+            external_number=call.external_number,
+            details={"call_activity_id": call.id},
+        )
+        s.add(task)
+        await s.flush()
+        audit.record(s, None, "create", "activity", task.id, {}, reason="missed call callback")
+
+
+def _subject(row: Activity) -> str:
+    arrow = {"inbound": "from", "outbound": "to"}.get(row.direction or "", "with")
+    state = row.disposition or ("answered" if row.answered_at else "ringing")
+    return f"Call {arrow} {row.external_number or 'unknown'} ({state})"[:200]
