@@ -36,15 +36,22 @@ from crm.permissions import Principal
 from crm.schemas import UserIn
 from crm.services.users import create_user
 
-FIRST = (
-    "علی محمد رضا حسین مهدی امیر حمید سعید مجید بهروز کامران فرهاد بابک پیمان سینا آرش "
-    "نیما کیان امید یاسر مریم زهرا فاطمه سارا نرگس لیلا مینا شیما الهام نازنین پریسا ساناز "
-    "مهسا نگار ترانه یگانه هانیه كوثر علي"
-).split() + ["محمد رضا", "علی اکبر", "امیر حسین", "فاطمه زهرا"]
-LAST = (
-    "رضایی محمدی حسینی احمدی کریمی موسوی جعفری صادقی رحیمی کاظمی قاسمی نوری اکبری "
-    "عباسی یوسفی حیدری ابراهیمی شریفی نجفی طاهری سلیمانی باقری كريمي رضائي"
-).split() + ["حسین‌زاده", "میرزایی نژاد", "قربانی‌فر", "آل احمد"]
+# Some with Arabic-keyboard letters (ي ك), compound first names and half-spaces.
+FIRST = [
+    *(
+        "علی محمد رضا حسین مهدی امیر حمید سعید مجید بهروز کامران فرهاد بابک پیمان سینا آرش "
+        "نیما کیان امید یاسر مریم زهرا فاطمه سارا نرگس لیلا مینا شیما الهام نازنین پریسا "
+        "ساناز مهسا نگار ترانه یگانه هانیه كوثر علي"
+    ).split(),
+    *["محمد رضا", "علی اکبر", "امیر حسین", "فاطمه زهرا"],
+]
+LAST = [
+    *(
+        "رضایی محمدی حسینی احمدی کریمی موسوی جعفری صادقی رحیمی کاظمی قاسمی نوری اکبری "
+        "عباسی یوسفی حیدری ابراهیمی شریفی نجفی طاهری سلیمانی باقری كريمي رضائي"
+    ).split(),
+    *["حسین\u200cزاده", "میرزایی نژاد", "قربانی\u200cفر", "آل احمد"],
+]
 TAGS = ["مشتری ویژه", "vip", "تهران", "اصفهان", "نمایشگاه ۱۴۰۲", "پیگیری", "b2b"]
 MOBILE_PREFIXES = (
     "0912 0913 0914 0915 0916 0917 0918 0919 0935 0936 0937 0938 0939 0901 0902 0903 0990"
@@ -153,7 +160,7 @@ async def run_import(url: str, path: Path, total: int) -> tuple[ImportResult, fl
 def baseline_tuples(n: int) -> list[tuple[object, ...]]:
     """The file's contacts as already-parsed tuples (no validation, no phones)."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for cells in generate(n):
         if cells is HEADER:
             continue
@@ -197,9 +204,8 @@ async def postgres_baseline(url: str, rows: list[tuple[object, ...]]) -> float:
         await con.execute("CREATE TABLE bench_contacts (LIKE contacts INCLUDING ALL)")
         now = dt.datetime.now(dt.UTC)
         pg_rows = [(*r[:7], now, now) for r in rows]
-        sql = _BASE_SQL.replace("contacts", "bench_contacts")
-        for i in range(9, 0, -1):
-            sql = sql.replace("?", f"${10 - i}", 1)
+        parts = _BASE_SQL.replace("contacts", "bench_contacts").split("?")
+        sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
         started = time.perf_counter()
         async with con.transaction():
             await con.executemany(sql, pg_rows)
@@ -235,7 +241,8 @@ def main() -> None:
         started = time.perf_counter()
         write_file(csv_path, args.rows)
         size = csv_path.stat().st_size / 2**20
-        print(f"generated {args.rows:,} rows ({size:.0f} MiB) in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        print(f"generated {args.rows:,} rows ({size:.0f} MiB) in {took:.1f} s")
         db_path = work / "import.db"
         db_path.unlink(missing_ok=True)
         url = f"sqlite+aiosqlite:///{db_path}"

@@ -1117,8 +1117,9 @@ class _Importer:
                         )
                         continue
                     target = seen[0]
+            skip = target is not None and not self.update_mode
             unknown = [t for t in row.tags if t not in tag_ids]
-            if unknown and not self.may_create_tags:
+            if unknown and not self.may_create_tags and not skip:
                 self.reject(row.number, row.cells, f"tags: unknown tag(s): {', '.join(unknown)}")
                 continue
             if target is None:

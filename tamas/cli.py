@@ -158,10 +158,9 @@ def _mapping(pairs: list[str]) -> dict[str, str] | None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from crm.importer import import_csv, revert_import
-
     from crm.db import Database
     from crm.errors import CrmError
+    from crm.importer import import_csv, revert_import
     from crm.permissions import PermissionDenied
 
     settings = _settings(args)
@@ -201,10 +200,9 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from crm.exporter import export_csv
-
     from crm.db import Database
     from crm.errors import CrmError
+    from crm.exporter import export_csv
     from crm.permissions import PermissionDenied
 
     settings = _settings(args)

@@ -35,6 +35,20 @@ class AmiServer(BaseModel):
     reconnect_max_delay: float = Field(default=30.0, gt=0)
 
 
+class CallRules(BaseModel):
+    """How calls are classified and logged; see asterisk-config/ for the matching dialplan."""
+
+    inbound_contexts: list[str] = ["from-trunk*", "from-pstn*", "tamas-inbound*"]
+    internal_contexts: list[str] = ["from-internal*", "internal*", "agent-phones*"]
+    outbound_contexts: list[str] = ["tamas-outbound*", "outbound*", "outrt-*"]
+    dids: list[str] = []
+    service_level_seconds: float = Field(default=20.0, gt=0)
+    wrapup_seconds: float = Field(default=0.0, ge=0)
+    callback_on_missed: bool = True
+    outbound_context: str = "tamas-outbound"
+    transfer_context: str = "tamas-transfer"
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -59,7 +73,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, min_length=32)
     token_ttl_hours: float = Field(default=12.0, gt=0)
     ami: list[AmiServer] = Field(default_factory=list)
+    calls: CallRules = Field(default_factory=CallRules)
     simulate_pbx: bool = True
+    simulated_calls_per_minute: float = Field(default=2.0, ge=0)
     redis_url: str | None = None
 
     @field_validator("timezone")

@@ -163,7 +163,7 @@ async def api(db: Database, tmp_path: Path) -> AsyncIterator[Api]:
     from tamas.app import create_app
     from tamas.config import Settings
 
-    settings = Settings(data_dir=tmp_path / "data", database_url=db.url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url, simulate_pbx=False)
     app = create_app(settings, db)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

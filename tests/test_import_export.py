@@ -29,10 +29,10 @@ from crm.models import (
     Tagging,
 )
 from crm.permissions import PermissionDenied
-from crm.schemas import AccountIn, ContactIn, CustomFieldIn, PhoneIn
+from crm.schemas import AccountIn, ContactIn, CustomFieldIn, DealIn, PhoneIn
 from crm.services import phones, records
 from crm.services.entities import SPECS
-from tests.crm_fixtures import _fresh_postgres, make_actor
+from tests.crm_fixtures import _fresh_postgres, make_actor, make_pipeline
 
 CONTACT = SPECS["contact"]
 
@@ -324,7 +324,7 @@ async def test_duplicates_across_batches_are_found_too(db, tmp_path):
     rows = [["first_name", "phones"]] + [[f"n{i}", f"0912000{i:04d}"] for i in range(10)]
     rows += [[f"again{i}", f"0912000{i:04d}"] for i in range(10)]
     path = write_csv(tmp_path / "b.csv", rows)
-    result = await import_csv(db, admin.principal, "contact", path, batch_size=3)
+    result = await import_csv(db, admin.principal, "contact", path, batch_size=3, processes=True)
     assert (result.created, result.skipped) == (10, 10)
 
 
@@ -426,6 +426,83 @@ async def test_revert_of_a_skip_import_deletes_what_it_created(db, tmp_path):
     assert await state(db) == before
     async with db.session() as s:
         assert await s.scalar(select(func.count()).select_from(ImportItem)) == 7
+
+
+async def test_revert_undoes_updates_of_records_created_by_earlier_batches(db, tmp_path):
+    admin = await make_actor(db, "admin", "admin")
+    before = await state(db)
+    rows = [["first_name", "job_title", "phones", "tags"]]
+    rows += [[f"n{i}", "", f"0912200{i:04d}", "a"] for i in range(4)]
+    rows += [[f"n{i}", "boss", f"0912200{i:04d}", "b"] for i in range(4)]
+    path = write_csv(tmp_path / "x.csv", rows)
+    result = await import_csv(
+        db, admin.principal, "contact", path, on_duplicate="update", batch_size=4
+    )
+    assert (result.created, result.updated) == (4, 4)
+    got = await contacts_by_email(db, admin)
+    assert {(d["job_title"], tuple(d["tags"])) for d in got.values()} == {("boss", ("a", "b"))}
+    assert await revert_import(db, admin.principal, result.batch_id) == {
+        "deleted": 4,
+        "restored": 4,
+    }
+    assert await state(db) == before
+
+
+async def test_an_interrupted_import_keeps_whole_batches_and_can_be_reverted(db, tmp_path):
+    admin = await make_actor(db, "admin", "admin")
+    rows = [["first_name", "phones"]] + [[f"n{i}", f"0912300{i:04d}"] for i in range(10)]
+    path = write_csv(tmp_path / "i.csv", rows)
+
+    def progress(done: int, total: int) -> None:
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await import_csv(db, admin.principal, "contact", path, batch_size=4, progress=progress)
+    async with db.session() as s:
+        batch = await s.scalar(select(ImportBatch))
+        assert batch is not None
+        assert (batch.status, batch.total_rows, batch.created_count) == ("failed", 4, 4)
+        assert await s.scalar(select(func.count()).select_from(Contact)) == 4
+    assert await revert_import(db, admin.principal, batch.id) == {"deleted": 4, "restored": 0}
+    async with db.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+async def test_revert_is_refused_when_other_records_point_at_imported_ones(db, tmp_path):
+    admin = await make_actor(db, "admin", "admin")
+    pipeline = await make_pipeline(db)
+    path = write_csv(tmp_path / "c.csv", [["first_name", "phones"], ["A", "09124000000"]])
+    result = await import_csv(db, admin.principal, "contact", path)
+    async with db.session() as s:
+        contact = await s.scalar(select(Contact))
+        assert contact is not None
+        await records.create(
+            s,
+            admin.principal,
+            SPECS["deal"],
+            DealIn(title="Big", pipeline_id=pipeline, contact_id=contact.id),
+            "IR",
+        )
+    with pytest.raises(Conflict):
+        await revert_import(db, admin.principal, result.batch_id)
+    async with db.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Phone)) == 1
+        batch = await s.get(ImportBatch, result.batch_id)
+        assert batch is not None and batch.status == "done"
+
+
+async def test_only_the_importer_or_an_admin_may_revert(db, tmp_path):
+    s1 = await make_actor(db, "super1", "supervisor")
+    s2 = await make_actor(db, "super2", "supervisor")
+    admin = await make_actor(db, "admin", "admin")
+    path = write_csv(tmp_path / "c.csv", [["first_name"], ["A"]])
+    first = await import_csv(db, s1.principal, "contact", path)
+    with pytest.raises(PermissionDenied):
+        await revert_import(db, s2.principal, first.batch_id)
+    await revert_import(db, admin.principal, first.batch_id)
+    second = await import_csv(db, s1.principal, "contact", path)
+    await revert_import(db, s1.principal, second.batch_id)
 
 
 # --- permissions and audit ----------------------------------------------------------------
@@ -598,7 +675,12 @@ async def test_ten_thousand_rows_import_correctly_and_quickly(db, tmp_path):
     seen: list[tuple[int, int]] = []
     started = time.perf_counter()
     result = await import_csv(
-        db, admin.principal, "contact", path, progress=lambda d, t: seen.append((d, t))
+        db,
+        admin.principal,
+        "contact",
+        path,
+        progress=lambda d, t: seen.append((d, t)),
+        batch_size=1000,  # over four batches: validated in a worker process
     )
     elapsed = time.perf_counter() - started
     assert (result.total, result.created, result.skipped, result.rejected) == (
