@@ -21,7 +21,7 @@ log = logging.getLogger("tamas.api")
 
 DB = web.AppKey("db", Database)
 SETTINGS = web.AppKey("settings", Settings)
-PRINCIPAL = "tamas.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 TOKEN_COOKIE = "tamas_token"
 
 M = TypeVar("M", bound=BaseModel)

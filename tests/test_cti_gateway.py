@@ -1,0 +1,220 @@
+"""The gateway against the simulated PBX over a real AMI socket: calls land in the CRM,
+actions reach the PBX (or are refused), and a dropped link heals without losing calls."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from crm.models import Activity
+from crm.schemas import ContactIn, PhoneIn
+from crm.services import records
+from crm.services.entities import SPECS
+from cti.api import CONTROL
+from cti.simulator import PbxConfig, SimulatedPbx
+from tamas.app import create_app
+from tamas.config import AmiServer, Settings
+from tests.crm_fixtures import Api, make_actor
+
+TIME_SCALE = 0.02  # one simulated second = 20 ms
+
+
+@pytest.fixture
+async def gateway(db, tmp_path: Path):
+    pbx = SimulatedPbx(config=PbxConfig(tech="PJSIP"), time_scale=TIME_SCALE)
+    await pbx.start()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db.url,
+        simulate_pbx=False,
+        ami=[
+            AmiServer(
+                name="lab",
+                host="127.0.0.1",
+                port=pbx.port,
+                username=pbx.username,
+                secret=pbx.secret,
+                ping_interval=0.2,
+                ping_timeout=0.5,
+                action_timeout=2,
+                reconnect_max_delay=0.5,
+            )
+        ],
+    )
+    admin = await make_actor(db, "admin", "admin")
+    sara = await make_actor(db, "sara", devices=["PJSIP/1001"], extension="1001")
+    reza = await make_actor(db, "reza", devices=["PJSIP/1002"], extension="1002")
+    async with db.session() as s:
+        ali = await records.create(
+            s,
+            admin.principal,
+            SPECS["contact"],
+            ContactIn(
+                first_name="علی",
+                last_name="رضایی",
+                owner_id=sara.user.id,
+                phones=[PhoneIn(number="09121234567")],
+            ),
+            "IR",
+        )
+    app = create_app(settings, db)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    api = Api(client, db)
+    control = app[CONTROL]
+    await control.pbxs["lab"].link.wait_up(5)
+    try:
+        yield {
+            "pbx": pbx,
+            "api": api,
+            "ali": ali,
+            "sara": sara,
+            "reza": reza,
+            "app": app,
+            "control": control,
+        }
+    finally:
+        await client.close()
+        await pbx.stop()
+
+
+async def _calls(db) -> list[Activity]:
+    async with db.session() as s:
+        return list(
+            await s.scalars(select(Activity).where(Activity.kind == "call").order_by(Activity.id))
+        )
+
+
+async def _wait_for(predicate, timeout=5.0):
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.05)
+
+
+async def test_inbound_call_is_logged_on_the_contact_as_it_happens(gateway, db):
+    call = gateway["pbx"].inbound_call("09121234567", "علی رضایی", queue="sales", talk=20)
+    await call.wait_answered()
+
+    async def answered_row():
+        rows = await _calls(db)
+        return rows if rows and rows[0].answered_at else None
+
+    rows = await _wait_for(answered_row)
+    assert rows[0].ended_at is None  # written while the call is still going
+    assert rows[0].contact_id == gateway["ali"].id
+    await call.wait_finished()
+
+    async def ended_row():
+        rows = await _calls(db)
+        return rows if rows and rows[0].ended_at else None
+
+    row = (await _wait_for(ended_row))[0]
+    assert row.direction == "inbound" and row.external_number == "+989121234567"
+    assert row.agent_id in (gateway["sara"].user.id, gateway["reza"].user.id)
+    assert row.disposition == "answered"
+
+
+async def test_click_to_call_rings_the_agent_then_the_customer_and_lands_on_the_record(gateway, db):
+    api = gateway["api"]
+    sara = await api.login("sara", gateway["sara"].password)
+    out = await api.call(
+        "POST",
+        "/api/v1/calls/click-to-call",
+        sara,
+        expect=202,
+        json={"entity": "contact", "id": gateway["ali"].id},
+    )
+    assert out["device"] == "PJSIP/1001"
+
+    async def ended():
+        rows = await _calls(db)
+        return rows if rows and rows[0].ended_at else None
+
+    row = (await _wait_for(ended, 10))[0]
+    assert row.contact_id == gateway["ali"].id
+    assert row.direction == "outbound" and row.agent_id == gateway["sara"].user.id
+
+
+async def test_do_not_call_customer_is_not_dialled(gateway, db):
+    api = gateway["api"]
+    admin = await api.login("admin", "secret-admin")
+    await api.call(
+        "PATCH", f"/api/v1/contacts/{gateway['ali'].id}", admin, json={"do_not_call": True}
+    )
+    sara = await api.login("sara", gateway["sara"].password)
+    err = await api.call(
+        "POST",
+        "/api/v1/calls/click-to-call",
+        sara,
+        expect=409,
+        json={"entity": "contact", "id": gateway["ali"].id},
+    )
+    assert "do-not-call" in err["error"]
+
+
+async def test_actions_on_someone_elses_call_are_refused(gateway, db):
+    api = gateway["api"]
+    call = gateway["pbx"].inbound_call("09121234567", "علی", queue="sales", talk=50)
+    await call.wait_answered()
+    machine = gateway["control"].pbxs["lab"].machine
+
+    async def live_call():
+        return next((c for c in machine.calls.values() if c.agents_talked), None)
+
+    live = await _wait_for(live_call)
+    talker = live.agents_talked[0]
+    other = "reza" if talker == f"user:{gateway['sara'].user.id}" else "sara"
+    other_headers = await api.login(other, gateway[other].password)
+    await api.call("POST", f"/api/v1/calls/lab/{live.call_id}/hangup", other_headers, expect=403)
+    await api.call(
+        "POST",
+        f"/api/v1/calls/lab/{live.call_id}/spy",
+        other_headers,
+        expect=403,
+        json={"mode": "listen"},
+    )
+    me = "sara" if other == "reza" else "reza"
+    mine = await api.login(me, gateway[me].password)
+    await api.call("POST", f"/api/v1/calls/lab/{live.call_id}/hangup", mine, expect=202)
+    await call.wait_finished()
+
+
+async def test_link_dropped_mid_call_resyncs_and_the_call_is_logged_once(gateway, db):
+    call = gateway["pbx"].inbound_call("09121234567", "علی", queue="sales", talk=40)
+    await call.wait_answered()
+    link = gateway["control"].pbxs["lab"].link
+    gateway["pbx"].drop_connections()
+    await asyncio.sleep(0.05)
+    await link.wait_up(5)
+    assert link.counters.resyncs >= 2
+    await call.wait_finished(10)
+
+    async def ended():
+        rows = await _calls(db)
+        return rows if rows and rows[0].ended_at else None
+
+    rows = await _wait_for(ended, 10)
+    assert len(rows) == 1 and rows[0].contact_id == gateway["ali"].id
+
+
+async def test_pbx_down_gives_a_clear_error(gateway, db):
+    api = gateway["api"]
+    await gateway["pbx"].stop()
+    link = gateway["control"].pbxs["lab"].link
+    await _wait_for(lambda: asyncio.sleep(0, result=link.state != "up"), 5)
+    sara = await api.login("sara", gateway["sara"].password)
+    err = await api.call(
+        "POST",
+        "/api/v1/calls/click-to-call",
+        sara,
+        expect=503,
+        json={"entity": "contact", "id": gateway["ali"].id},
+    )
+    assert err["error"] == "PBX lab is not connected"
