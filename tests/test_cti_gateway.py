@@ -14,6 +14,7 @@ from crm.models import Activity
 from crm.schemas import ContactIn, PhoneIn
 from crm.services import records
 from crm.services.entities import SPECS
+from cti.ami_link import AmiLink
 from cti.api import CONTROL
 from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
@@ -66,7 +67,7 @@ async def gateway(db, tmp_path: Path):
     await client.start_server()
     api = Api(client, db)
     control = app[CONTROL]
-    await control.pbxs["lab"].link.wait_up(5)
+    await app_link(control).wait_up(5)
     try:
         yield {
             "pbx": pbx,
@@ -80,6 +81,12 @@ async def gateway(db, tmp_path: Path):
     finally:
         await client.close()
         await pbx.stop()
+
+
+def app_link(control) -> AmiLink:
+    link = control.pbxs["lab"].link
+    assert isinstance(link, AmiLink)
+    return link
 
 
 async def _calls(db) -> list[Activity]:
