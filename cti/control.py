@@ -240,7 +240,7 @@ class CtiControl:
             )
             await self._send(pbx, action)
         await self._audit(
-            p, "queue_login" if login else "queue_logout", user_id=user_id, queue=queue
+            p, "queue_login" if login else "queue_logout", agent_user_id=user_id, queue=queue
         )
 
     async def pause(
@@ -256,7 +256,7 @@ class CtiControl:
             raise PermissionDenied("you may only pause yourself (or your team's agents)")
         pbx = self._pbx(pbx_name)
         await self._send(pbx, actions.queue_pause(self._device(user_id), paused, reason, queue))
-        await self._audit(p, "pause" if paused else "unpause", user_id=user_id, reason=reason)
+        await self._audit(p, "pause" if paused else "unpause", agent_user_id=user_id, reason=reason)
 
     async def spy(
         self, p: Principal, pbx_name: str | None, call_id: str, mode: str

@@ -225,3 +225,99 @@ async def test_pbx_down_gives_a_clear_error(gateway, db):
         json={"entity": "contact", "id": gateway["ali"].id},
     )
     assert err["error"] == "PBX lab is not connected"
+
+
+async def test_supervisor_pauses_an_agent_with_a_reason_and_sees_it_live(gateway, db):
+    api = gateway["api"]
+    admin = await api.login("admin", "secret-admin")
+    team = await api.call("POST", "/api/v1/teams", admin, expect=201, json={"name": "Sales"})
+    sara_id = gateway["sara"].user.id
+    await api.call("PATCH", f"/api/v1/users/{sara_id}", admin, json={"team_ids": [team["id"]]})
+    await make_actor(db, "boss", "supervisor", team_ids=[team["id"]], devices=["PJSIP/1009"])
+    boss = await api.login("boss", "secret-boss")
+    reza = await api.login("reza", gateway["reza"].password)
+    # An agent may not pause a colleague; the supervisor of the team may.
+    await api.call(
+        "POST",
+        f"/api/v1/agents/{sara_id}/pause",
+        reza,
+        expect=403,
+        json={"paused": True, "reason": "lunch"},
+    )
+    await api.call(
+        "POST",
+        f"/api/v1/agents/{sara_id}/pause",
+        boss,
+        expect=202,
+        json={"paused": True, "reason": "lunch"},
+    )
+
+    async def paused():
+        live = await api.call("GET", "/api/v1/calls/live", boss)
+        agent = live["pbx"]["lab"]["agents"].get(f"user:{sara_id}")
+        return agent if agent and agent["state"] == "paused" else None
+
+    agent = await _wait_for(paused)
+    assert agent["pause_reason"] == "lunch"
+    # The agent sees only themself in the live view.
+    sara = await api.login("sara", gateway["sara"].password)
+    mine = await api.call("GET", "/api/v1/calls/live", sara)
+    assert list(mine["pbx"]["lab"]["agents"]) == [f"user:{sara_id}"]
+    assert "queues" not in mine["pbx"]["lab"]
+
+
+async def test_agent_logs_into_a_queue_and_out_again(gateway, db):
+    api = gateway["api"]
+    sara = await api.login("sara", gateway["sara"].password)
+    machine = gateway["control"].pbxs["lab"].machine
+    agent = f"user:{gateway['sara'].user.id}"
+
+    def member_of(queue):
+        async def check():
+            state = machine.agents.get(agent)
+            return state is not None and queue in state.queues
+
+        return check
+
+    await api.call(
+        "POST",
+        "/api/v1/agents/me/queues",
+        sara,
+        expect=202,
+        json={"queue": "support", "login": True},
+    )
+    await _wait_for(member_of("support"))
+    await api.call(
+        "POST",
+        "/api/v1/agents/me/queues",
+        sara,
+        expect=202,
+        json={"queue": "support", "login": False},
+    )
+
+    async def gone():
+        return not await member_of("support")()
+
+    await _wait_for(gone)
+    # Static members (queues.conf) cannot be removed over AMI: Asterisk says so, and so do we.
+    err = await api.call(
+        "POST",
+        "/api/v1/agents/me/queues",
+        sara,
+        expect=502,
+        json={"queue": "sales", "login": False},
+    )
+    assert err["error"] == "PBX lab refused QueueRemove: Member not dynamic"
+
+
+async def test_a_refusal_from_the_pbx_is_a_clear_error(gateway, db):
+    api = gateway["api"]
+    sara = await api.login("sara", gateway["sara"].password)
+    err = await api.call(
+        "POST",
+        "/api/v1/agents/me/queues",
+        sara,
+        expect=502,
+        json={"queue": "no-such-queue", "login": True},
+    )
+    assert err["error"].startswith("PBX lab refused QueueAdd: ")

@@ -125,6 +125,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return error(409, str(exc), **exc.detail)
     except CrmError as exc:
         return error(exc.status, str(exc))
+    except web.HTTPException:
+        raise
+    except Exception:
+        # A bug: logged with its traceback; the client gets JSON, never a stack trace.
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return error(500, "internal error; it has been logged")
     finally:
         if request.path.startswith("/api/"):
             p = request.get(PRINCIPAL)
