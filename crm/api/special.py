@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 
 from crm import audit, auth
@@ -404,10 +404,6 @@ async def audit_log(request: web.Request) -> web.Response:
         for e in rows
     ]
     return json_response({"items": items, "next_before": rows[-1].id if rows else None})
-
-
-class _Empty(BaseModel):
-    pass
 
 
 def special_routes() -> list[web.RouteDef]:

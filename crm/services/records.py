@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import audit
 from crm.errors import Conflict, NotFound, ValidationFailed
-from crm.models import Deal, Pipeline, Stage, utcnow
+from crm.models import Deal, Phone, Pipeline, Stage, Team, User, utcnow
 from crm.money import format_amount
 from crm.permissions import PermissionDenied, Principal, mask_phone, mask_value
 from crm.search import index_record, matching_ids, unindex_record
@@ -309,8 +309,6 @@ async def _check_refs(
         if rid is None:
             continue
         if target in ("user", "team"):
-            from crm.models import Team, User
-
             model = User if target == "user" else Team
             if await session.get(model, rid) is None:
                 errors.append({"field": col, "reason": f"no {target} {rid}"})
@@ -389,8 +387,6 @@ async def find_duplicates(
     same (folded) name within the same company."""
     conds = []
     if e164s:
-        from crm.models import Phone
-
         conds.append(
             spec.model.id.in_(
                 select(Phone.entity_id).where(
@@ -465,13 +461,8 @@ async def create(
     special = {k: fields.pop(k) for k in list(fields) if k in _SPECIAL_KEYS}
     # Masked fields may be given on create (an agent saving an unknown caller types the
     # number in), but never read back or changed afterwards.
-    if spec.customer or hasattr(spec.model, "owner_id"):
-        if (
-            "owner_id" in fields
-            and fields["owner_id"] is None
-            and "owner_id" not in (data.model_fields_set)
-        ):
-            fields["owner_id"] = p.user_id
+    if "owner_id" in fields and "owner_id" not in data.model_fields_set:
+        fields["owner_id"] = p.user_id  # the creator owns it unless told otherwise
     if isinstance(fields.get("email"), str):
         fields["email"] = fields["email"].lower()
     await _check_refs(session, p, spec, fields)
