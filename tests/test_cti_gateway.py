@@ -321,3 +321,29 @@ async def test_a_refusal_from_the_pbx_is_a_clear_error(gateway, db):
         json={"queue": "no-such-queue", "login": True},
     )
     assert err["error"].startswith("PBX lab refused QueueAdd: ")
+
+
+async def test_call_that_ended_while_the_link_was_deaf_is_closed_after_resync(gateway, db):
+    call = gateway["pbx"].inbound_call("09121234567", "علی", queue="sales", talk=30)
+    await call.wait_answered()
+
+    async def answered():
+        rows = await _calls(db)
+        return rows if rows and rows[0].answered_at else None
+
+    await _wait_for(answered)
+    link = app_link(gateway["control"])
+    resyncs = link.counters.resyncs
+    gateway["pbx"].silent = True  # the PBX stops talking to us: no events, no Ping replies
+    await call.wait_finished(10)
+    gateway["pbx"].silent = False
+
+    async def ended():
+        rows = await _calls(db)
+        return rows if rows and rows[0].ended_at else None
+
+    rows = await _wait_for(ended, 10)
+    assert link.counters.resyncs > resyncs
+    assert link.counters.heartbeat_failures >= 1
+    assert len(rows) == 1 and rows[0].hangup_cause == "vanished during link loss"
+    assert not gateway["control"].pbxs["lab"].machine.calls
