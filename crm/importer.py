@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import csv
 import datetime as dt
+import gc
 import json
 import os
 import pickle
@@ -43,22 +44,28 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, NamedTuple, TextIO, cast
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     Select,
+    String,
     Table,
     TypeDecorator,
     and_,
+    any_,
     bindparam,
     delete,
+    func,
     insert,
+    literal,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,7 +90,6 @@ from crm.phones import PhoneError, parse
 from crm.search import document_body
 from crm.services import extras
 from crm.services.entities import SPECS, EntitySpec
-from crm.services.phones import NormalizedPhone
 from crm.services.records import visible
 from crm.textfold import fold
 
@@ -125,6 +131,17 @@ class ImportResult:
     ignored_columns: list[str]
     errors: list[tuple[int, str]] = field(default_factory=list)  # (row, error), first ones
     seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for people (the CLI prints it)."""
+        text = (
+            f"import {self.batch_id}: {self.total:,} rows: {self.created:,} created, "
+            f"{self.updated:,} updated, {self.unchanged:,} unchanged, "
+            f"{self.skipped:,} skipped as duplicates, {self.rejected:,} rejected"
+        )
+        if self.rejected and self.report_path is not None:
+            text += f" (see {self.report_path})"
+        return f"{text}; {self.seconds:.1f} s"
 
 
 # --- column mapping ------------------------------------------------------------------------
@@ -419,16 +436,28 @@ def _split_tags(cell: str) -> list[str]:
     return [t.strip()[:64] for t in parts if t.strip()]
 
 
-@dataclass(slots=True)
-class _Row:
+class _Phone(NamedTuple):
+    """A normalized number (the fields of services.phones.NormalizedPhone, as a tuple:
+    a million of them cross a process boundary)."""
+
+    e164: str
+    raw: str
+    kind: str
+    extension: str | None
+    is_primary: bool
+
+
+class _Row(NamedTuple):
+    """One valid row of the file."""
+
     number: int  # spreadsheet row (header is row 1)
     cells: list[str]
-    values: dict[str, Any]  # fields given in the row (what an update changes)
-    full: dict[str, Any]  # every column of a new record
-    phones: list[NormalizedPhone]
+    values: dict[str, Any]  # fields given in the row (a new record: defaults | values)
+    phones: list[_Phone]
     tags: list[str]
     custom: dict[str, tuple[str | None, Decimal | None]]
     nameless: bool
+    body: str  # search document of the row as a new record (computed by the worker)
 
     @property
     def email(self) -> str | None:
@@ -473,6 +502,7 @@ class _RowParser:
         self.users_folded = {k.casefold(): v for k, v in users.items()}
         self.region = region
         self.user_id = user_id
+        self.defaults = _defaults(entity, user_id)
         spec = SPECS[entity]
         table = cast(Table, spec.model.__table__)
         self.digit_fields = {
@@ -536,17 +566,17 @@ class _RowParser:
         custom = self._custom(custom_raw, errors)
         if errors or model is None:
             return "; ".join(errors) or "invalid row"
-        given = model.model_fields_set - _SPECIAL
-        full = model.model_dump(exclude=set(_SPECIAL))
-        if isinstance(full.get("email"), str):
-            full["email"] = full["email"].lower()
-        if "owner_id" not in given and full.get("owner_id") is None:
-            full["owner_id"] = self.user_id  # as records.create does
-        values = {k: full[k] for k in given}
+        values = model.model_dump(include=model.model_fields_set - _SPECIAL)
+        if isinstance(values.get("email"), str):
+            values["email"] = values["email"].lower()
+        spec = SPECS[self.entity]
+        body = ""
+        if spec.search_parts is not None:
+            body = _search_body(spec, self.defaults | values, [p.e164 for p in phones])
         if nameless:
             values.pop("name", None)
         tags = list(getattr(model, "tags", []))
-        return _Row(number, cells, values, full, phones, tags, custom, nameless)
+        return _Row(number, cells, values, phones, tags, custom, nameless, body)
 
     def _nameless(self, data: dict[str, Any]) -> bool:
         if self.entity == "account":
@@ -556,9 +586,9 @@ class _RowParser:
 
     def _phones(
         self, phone_in: list[dict[str, str]], src: list[str], errors: list[str]
-    ) -> list[NormalizedPhone]:
+    ) -> list[_Phone]:
         """Normalized, deduplicated numbers; the first is primary (as normalize_all does)."""
-        out: list[NormalizedPhone] = []
+        out: list[_Phone] = []
         seen: set[tuple[str, str | None]] = set()
         for ph, column in zip(phone_in, src, strict=True):
             try:
@@ -571,7 +601,7 @@ class _RowParser:
                 continue
             seen.add(key)
             kind = ph["kind"] if column != "phones" else _guess_kind(parsed.kind)
-            out.append(NormalizedPhone(parsed.e164, ph["number"], kind, parsed.extension, not out))
+            out.append(_Phone(parsed.e164, ph["number"], kind, parsed.extension, not out))
         return out
 
     def _custom(
@@ -599,21 +629,9 @@ class _Parsed:
     count: int
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Plain tuples unpickle ten times faster than dataclass instances, and the parent
-        # unpickles every batch the worker validates.
-        rows = [
-            (
-                r.number,
-                r.cells,
-                r.values,
-                r.full,
-                [(p.e164, p.raw, p.kind, p.extension, p.is_primary) for p in r.phones],
-                r.tags,
-                r.custom,
-                r.nameless,
-            )
-            for r in self.rows
-        ]
+        # Plain tuples unpickle several times faster than named tuples or dataclasses, and
+        # the parent unpickles every batch the worker validates.
+        rows = [(*r[:3], [tuple(p) for p in r.phones], *r[4:]) for r in self.rows]
         return (_unpickle_parsed, (rows, self.rejected, self.count))
 
 
@@ -621,8 +639,8 @@ def _unpickle_parsed(
     rows: list[tuple[Any, ...]], rejected: list[tuple[int, list[str], str]], count: int
 ) -> _Parsed:
     out = [
-        _Row(n, cells, values, full, [NormalizedPhone(*p) for p in phones], tags, custom, nameless)
-        for n, cells, values, full, phones, tags, custom, nameless in rows
+        _Row(n, cells, values, [_Phone(*p) for p in phones], tags, custom, nameless, body)
+        for n, cells, values, phones, tags, custom, nameless, body in rows
     ]
     return _Parsed(out, rejected, count)
 
@@ -696,9 +714,19 @@ class _Reader:
         self._send(n)
         try:
             size = int.from_bytes(await self.proc.stdout.readexactly(8), "big")
-            status, payload = pickle.loads(await self.proc.stdout.readexactly(size))
+            data = await self.proc.stdout.readexactly(size)
         except asyncio.IncompleteReadError:
             raise RuntimeError("the import's validation worker died") from None
+        # Unpickling a batch allocates some 100,000 containers, which would trigger the
+        # cyclic GC dozens of times over the whole (large) heap: it cost more than the
+        # unpickling itself.  The pause is short and synchronous (no await inside).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            status, payload = pickle.loads(data)
+        finally:
+            if collecting:
+                gc.enable()
         if status != "ok":
             raise RuntimeError(f"the import's validation worker failed: {payload}")
         return cast(_Parsed, payload)
@@ -748,6 +776,17 @@ def _worker_main() -> None:
             return
 
 
+def _defaults(entity: str, user_id: int) -> dict[str, Any]:
+    """Column values of a new record whose row gives nothing: the schema's defaults, and the
+    importing user as owner (as records.create does)."""
+    out: dict[str, Any] = {}
+    for name, f in SPECS[entity].create.model_fields.items():
+        if name not in _SPECIAL and not f.is_required():
+            out[name] = f.get_default(call_default_factory=True)
+    out["owner_id"] = user_id
+    return out
+
+
 def _guess_kind(kind: str) -> str:
     """Kind of a number from a plain "phone" column: mobiles are recognisable, others not."""
     return "mobile" if kind == "mobile" else "other"
@@ -786,12 +825,14 @@ class _New:
     """A record this batch creates (possibly merged from several rows in update mode)."""
 
     full: dict[str, Any]
-    phones: list[NormalizedPhone]
+    phones: list[_Phone]
     tags: list[str]
     custom: dict[str, tuple[str | None, Decimal | None]]
+    body: str | None  # None once merged with another row: computed again
     id: int = 0
 
     def merge(self, row: _Row) -> bool:
+        self.body = None
         changed = False
         for k, v in row.values.items():
             if self.full.get(k) != v:
@@ -802,7 +843,7 @@ class _New:
             if (p.e164, p.extension) not in have:
                 have.add((p.e164, p.extension))
                 primary = not self.phones
-                self.phones.append(NormalizedPhone(p.e164, p.raw, p.kind, p.extension, primary))
+                self.phones.append(_Phone(p.e164, p.raw, p.kind, p.extension, primary))
                 changed = True
         for t in row.tags:
             if t not in self.tags:
@@ -826,7 +867,7 @@ class _Old:
     custom: dict[str, tuple[int, str | None, Decimal | None]]  # key -> (row id, text, number)
     body: str | None
     changes: dict[str, Any] = field(default_factory=dict)
-    add_phones: list[NormalizedPhone] = field(default_factory=list)
+    add_phones: list[_Phone] = field(default_factory=list)
     add_tags: list[str] = field(default_factory=list)
     set_custom: dict[str, tuple[str | None, Decimal | None]] = field(default_factory=dict)
 
@@ -844,7 +885,7 @@ class _Old:
             if (p.e164, p.extension) not in have:
                 have.add((p.e164, p.extension))
                 primary = not self.phones and not self.add_phones
-                self.add_phones.append(NormalizedPhone(p.e164, p.raw, p.kind, p.extension, primary))
+                self.add_phones.append(_Phone(p.e164, p.raw, p.kind, p.extension, primary))
                 changed = True
         for t in row.tags:
             if t not in self.tags and t not in self.add_tags:
@@ -873,6 +914,19 @@ class _Counts:
     rejected: int = 0
 
 
+def _one_of(conn: AsyncConnection, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN values`` with a single bound parameter (a JSON array on SQLite, an array
+    on PostgreSQL): rendering and binding thousands of parameters costs more than the
+    index lookups themselves."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        each = func.json_each(json.dumps(list(values))).table_valued("value")
+        return cast(ColumnElement[bool], column.in_(select(each.c.value)))
+    if dialect == "postgresql":
+        return cast(ColumnElement[bool], column == any_(literal(list(values), ARRAY(String))))
+    return cast(ColumnElement[bool], column.in_(list(values)))
+
+
 def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
@@ -881,45 +935,71 @@ def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[A
 async def _insert_ids(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert ``rows`` and return their new ids in the order of ``rows``.
 
-    SQLite: executemany with RETURNING.  SQLAlchemy's ordered RETURNING would fall back to
-    one statement per row there (70x slower), and it is not needed: the batch holds the
-    write lock and an INTEGER PRIMARY KEY is assigned ascending in VALUES order, so the
-    sorted ids are the rows' ids in order.  PostgreSQL: ids drawn from the table's sequence
-    first, then COPY (see :func:`_bulk`).
+    SQLite: one executemany, then ``last_insert_rowid()``.  The batch's transaction holds
+    the write lock from the first insert on and an INTEGER PRIMARY KEY without
+    AUTOINCREMENT is assigned ``max(id) + 1`` row after row, so the ids are the
+    ``len(rows)`` consecutive ones ending there (checked by a count).  (SQLAlchemy's
+    ordered ``RETURNING`` would fall back to one statement per row on SQLite, 70x slower.)
+    PostgreSQL: ids drawn from the table's sequence first, then COPY (see :func:`_bulk`).
     """
     if not rows:
         return []
     dialect = conn.dialect.name
+    if dialect == "sqlite":
+        await _bulk(conn, table, rows)
+        last = int(await conn.scalar(text("SELECT last_insert_rowid()")) or 0)
+        ids = list(range(last - len(rows) + 1, last + 1))
+        check = select(func.count()).where(table.c.id.between(ids[0], last))
+        if await conn.scalar(check) != len(rows):
+            raise RuntimeError(f"ids of the {len(rows)} rows inserted into {table.name} unclear")
+        return ids
     if dialect == "postgresql":
         q = text(
             "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"
         ).bindparams(t=table.name, n=len(rows))
         ids = sorted(await conn.scalars(q))
         await _bulk(conn, table, [dict(r, id=i) for r, i in zip(rows, ids, strict=True)])
-    elif dialect == "sqlite":
-        result = await conn.execute(insert(table).returning(table.c.id), rows)
-        ids = sorted(r[0] for r in result)
-    else:
-        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        ids = [r[0] for r in await conn.execute(stmt, rows)]
-    if len(ids) != len(rows):
-        raise RuntimeError(f"inserted {len(rows)} rows but got {len(ids)} ids")
-    return ids
+        return ids
+    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return [r[0] for r in await conn.execute(stmt, rows)]
 
 
 async def _bulk(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys): SQLAlchemy executemany, or on PostgreSQL
-    ``COPY`` through asyncpg, which is 5-10 times faster than multi-row INSERTs there.
+    """Insert ``rows`` (all with the same keys) as fast as the backend allows.
 
-    COPY runs on the connection's current transaction, which a SQLAlchemy statement must
-    already have begun (every batch starts with one).
+    SQLite: the driver's ``executemany`` with values converted by each column's own
+    SQLAlchemy bind processor (what SQLAlchemy would send, without its per-row overhead,
+    which is most of an insert's cost here).  PostgreSQL: ``COPY`` through asyncpg, 5-10
+    times faster than multi-row INSERTs; it joins the connection's current transaction,
+    which a SQLAlchemy statement must already have begun (every batch starts with one).
     """
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
+    columns = list(rows[0])
+    dialect = conn.dialect
+    if dialect.name == "sqlite":
+        values = []
+        for c in columns:
+            column = [r[c] for r in rows]
+            proc = table.c[c].type.bind_processor(dialect)
+            if proc is not None:
+                first = column[0]
+                if all(v is first for v in column):  # created_at, entity_type...: once
+                    column = [proc(first)] * len(column)
+                else:
+                    column = [proc(v) for v in column]
+            values.append(column)
+        params = list(zip(*values, strict=True))
+        quote = dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})"
+        )
+        await conn.exec_driver_sql(sql, params)
+        return
+    if dialect.name != "postgresql":
         await conn.execute(insert(table), rows)
         return
-    columns = list(rows[0])
     json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
     if json_cols & set(columns):
         records = [
@@ -963,6 +1043,7 @@ class _Importer:
         self.created_tags: list[str] = []
         self.may_create_tags = principal.can("tag", "create")
         self.required_custom = [k for k, d in defs.items() if d.required]
+        self.defaults = _defaults(spec.name, principal.user_id)
 
     def reject(self, row_number: int, cells: list[str], error: str) -> None:
         self.counts.rejected += 1
@@ -986,8 +1067,14 @@ class _Importer:
         rows = parsed.rows
         conn = self.conn
         async with conn.begin():
-            if conn.dialect.name == "postgresql":
-                await conn.execute(select(1))  # begins the transaction COPY joins
+            # A write first: on SQLite it takes the write lock before any read (so a commit
+            # by the call logger in between cannot void the batch's snapshot); on
+            # PostgreSQL it begins the transaction that COPY joins.
+            await conn.execute(
+                update(_BATCHES_T)
+                .where(_BATCHES_T.c.id == self.batch_id)
+                .values(updated_at=utcnow())
+            )
             rows = await self._check_refs(conn, rows)
             tag_ids = await self._existing_tags(conn, rows)
             by_phone, by_email = await self._lookup(conn, rows)
@@ -1067,24 +1154,32 @@ class _Importer:
         t = self.table
         live = t.c.deleted_at.is_(None)
         e164s = sorted({p.e164 for r in rows for p in r.phones})
-        by_phone: dict[str, list[int]] = {}
+        hits: list[tuple[str, int]] = []
         for chunk in _chunks(e164s):
-            q = (
-                select(_PHONES_T.c.e164, _PHONES_T.c.entity_id)
-                .select_from(_PHONES_T.join(t, t.c.id == _PHONES_T.c.entity_id))
-                .where(_PHONES_T.c.entity_type == self.spec.name, _PHONES_T.c.e164.in_(chunk), live)
-                .order_by(_PHONES_T.c.entity_id)
-            )
-            for e164, eid in (await conn.execute(q)).all():
+            # No entity_type condition in SQL: with it, SQLite prefers scanning the
+            # (entity_type, entity_id, e164) index over probing ix_phones_e164.
+            q: Select[Any] = select(
+                _PHONES_T.c.e164, _PHONES_T.c.entity_type, _PHONES_T.c.entity_id
+            ).where(_one_of(conn, _PHONES_T.c.e164, chunk))
+            for e164, etype, eid in (await conn.execute(q)).all():
+                if etype == self.spec.name:
+                    hits.append((e164, eid))
+        live_ids: set[int] = set()
+        candidates = sorted({eid for _, eid in hits})
+        for id_chunk in _chunks(candidates):
+            live_ids.update(await conn.scalars(select(t.c.id).where(t.c.id.in_(id_chunk), live)))
+        by_phone: dict[str, list[int]] = {}
+        for e164, eid in sorted(hits, key=lambda h: h[1]):
+            if eid in live_ids:
                 ids = by_phone.setdefault(e164, [])
                 if eid not in ids:
                     ids.append(eid)
         emails = sorted({r.email for r in rows if r.email})
         by_email: dict[str, list[int]] = {}
         for chunk in _chunks(emails):
-            q = select(t.c.email, t.c.id).where(t.c.email.in_(chunk), live).order_by(t.c.id)
-            for email, eid in (await conn.execute(q)).all():
-                by_email.setdefault(email, []).append(eid)
+            q = select(t.c.email, t.c.id).where(_one_of(conn, t.c.email, chunk), live)
+            for r in (await conn.execute(q.order_by(t.c.id))).all():
+                by_email.setdefault(r[0], []).append(r[1])
         return by_phone, by_email
 
     async def _load_olds(
@@ -1178,7 +1273,8 @@ class _Importer:
                 if error:
                     self.reject(row.number, row.cells, error)
                     continue
-                target = _New(row.full, list(row.phones), list(row.tags), dict(row.custom))
+                full = self.defaults | row.values
+                target = _New(full, list(row.phones), list(row.tags), dict(row.custom), row.body)
                 news.append(target)
                 self.counts.created += 1
             elif not self.update_mode:
@@ -1187,9 +1283,11 @@ class _Importer:
                 state = target if isinstance(target, _New) else olds[target]
                 moved = {k: row.values[k] for k in ("owner_id", "team_id") if k in row.values}
                 if moved:
-                    cur = state.full if isinstance(state, _New) else state.current
-                    after = {"owner_id": cur.get("owner_id"), "team_id": cur.get("team_id")}
-                    if not self._sees(after | moved):
+                    now = {
+                        k: state.full.get(k) if isinstance(state, _New) else state.value(k)
+                        for k in ("owner_id", "team_id")
+                    }
+                    if not self._sees(now | moved):
                         self.reject(
                             row.number,
                             row.cells,
@@ -1216,7 +1314,7 @@ class _Importer:
         missing = [k for k in self.required_custom if row.custom.get(k) is None]
         if missing:
             return "; ".join(f"custom.{k}: required" for k in missing)
-        if not self._sees(row.full):
+        if not self._sees(self.defaults | row.values):
             return f"owner_id: the new {self.spec.name} would be outside what you may see"
         return None
 
@@ -1272,15 +1370,14 @@ class _Importer:
                 {
                     "entity_type": name,
                     "entity_id": n.id,
-                    "body": _search_body(self.spec, n.full, [p.e164 for p in n.phones]),
+                    "body": n.body
+                    if n.body is not None
+                    else _search_body(self.spec, n.full, [p.e164 for p in n.phones]),
                 }
                 for n in news
             ]
             await _bulk(conn, _SEARCH_T, docs)
-        items = [
-            {"batch_id": self.batch_id, "entity_id": n.id, "action": "created", "previous": None}
-            for n in news
-        ]
+        items = [{"batch_id": self.batch_id, "entity_id": n.id, "action": "created"} for n in news]
         await _bulk(conn, _ITEMS_T, items)
 
     async def _write_updates(
@@ -1379,7 +1476,7 @@ class _Importer:
             await conn.execute(stmt, updates)
 
 
-def _phone_row(entity: str, rid: int, p: NormalizedPhone, now: dt.datetime) -> dict[str, Any]:
+def _phone_row(entity: str, rid: int, p: _Phone, now: dt.datetime) -> dict[str, Any]:
     return {
         "entity_type": entity,
         "entity_id": rid,

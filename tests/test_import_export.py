@@ -220,6 +220,28 @@ async def test_tab_delimited_accounts(db, tmp_path):
     assert [(m.entity_type, m.name) for m in matches] == [("account", "پارس")]
 
 
+async def test_leads_with_company_and_status(db, tmp_path):
+    admin = await make_actor(db, "admin", "admin")
+    path = write_csv(
+        tmp_path / "l.csv",
+        [
+            ["نام", "شرکت", "وضعیت", "rating", "موبایل"],
+            ["", "پارس", "contacted", "hot", "09125550000"],
+            ["سارا", "", "", "", "09125550001"],
+            ["", "", "", "", "09125550002"],
+        ],
+    )
+    result = await import_csv(db, admin.principal, "lead", path, report_path=tmp_path / "r.csv")
+    assert (result.created, result.rejected) == (2, 1)
+    assert result.errors == [(4, "name: a new lead needs a name or company")]
+    async with db.session() as s:
+        leads = await records.list_page(s, admin.principal, SPECS["lead"], {}, db.dialect)
+        got = {(x.first_name, x.company, x.status, x.rating) for x in leads.items}
+        matches = await phones.lookup(s, ["+989125550000"])
+    assert got == {("", "پارس", "contacted", "hot"), ("سارا", None, "new", None)}
+    assert [m.entity_type for m in matches] == ["lead"]
+
+
 async def test_a_file_that_is_not_utf8_is_refused_before_anything_is_written(db, tmp_path):
     admin = await make_actor(db, "admin", "admin")
     path = tmp_path / "cp1256.csv"
@@ -275,6 +297,10 @@ async def test_bad_rows_go_to_the_report_with_reasons_and_good_rows_land(db, tmp
     assert errors[2] == "name: a new contact needs a name"
     assert errors[3] == "custom.nope: no such custom field"
     assert errors[4] == "owner: no user 'nobody'"
+    assert result.summary().startswith(
+        f"import {result.batch_id}: 7 rows: 2 created, 0 updated, 0 unchanged, "
+        f"0 skipped as duplicates, 5 rejected (see {report})"
+    )
     async with db.session() as s:
         batch = await s.get(ImportBatch, result.batch_id)
         assert batch is not None
@@ -520,6 +546,28 @@ async def test_import_needs_the_import_permission(db, tmp_path):
         entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "import"))
     assert entry is not None and entry.user_id == supervisor.user.id
     assert entry.detail["filename"] == "p.csv" and entry.detail["created"] == 1
+
+
+async def test_records_outside_the_importers_scope_are_refused(db, tmp_path):
+    supervisor = await make_actor(db, "super", "supervisor")
+    await make_actor(db, "stranger", "agent")
+    path = write_csv(
+        tmp_path / "o.csv",
+        [["first_name", "owner"], ["Mine", "super"], ["Theirs", "stranger"], ["Free", ""]],
+    )
+    result = await import_csv(db, supervisor.principal, "contact", path)
+    assert (result.created, result.rejected) == (2, 1)
+    assert result.errors == [(3, "owner_id: the new contact would be outside what you may see")]
+
+
+async def test_export_contains_only_what_the_exporter_may_see(db, tmp_path):
+    supervisor = await make_actor(db, "super", "supervisor")
+    agent = await make_actor(db, "agent1", "agent")
+    await seed_contact(db, agent, first_name="Hidden", email="h@example.com")
+    await seed_contact(db, supervisor, first_name="Shown", email="s@example.com")
+    buf = io.StringIO()
+    assert await export_csv(db, supervisor.principal, "contact", buf, {}) == 1
+    assert "Shown" in buf.getvalue() and "Hidden" not in buf.getvalue()
 
 
 async def test_export_is_denied_to_agents(db, tmp_path):
