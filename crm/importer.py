@@ -29,6 +29,7 @@ Rules (documented because users see their consequences):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import datetime as dt
@@ -39,7 +40,7 @@ import pickle
 import re
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -67,14 +68,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from crm import audit
 from crm.db import Database
 from crm.errors import Conflict, NotFound, ValidationFailed
 from crm.models import (
+    Base,
     CustomFieldDef,
     CustomFieldValue,
+    Document,
     ImportBatch,
     ImportItem,
     Phone,
@@ -651,8 +654,13 @@ class _Source:
     def __init__(self, path: Path, delimiter: str, parser: _RowParser) -> None:
         self.rows = _read_rows(path, delimiter)
         next(self.rows, None)  # the header
-        self.number = 1  # spreadsheet row of the header
+        self.number = 1  # spreadsheet row of the last row read (the header is row 1)
         self.parser = parser
+
+    def skip_to(self, first: int) -> None:
+        """Read past data rows until the next one is data row ``first`` (0-based)."""
+        while self.number - 1 < first and next(self.rows, None) is not None:
+            self.number += 1
 
     def next(self, n: int) -> _Parsed:
         out = _Parsed([], [], 0)
@@ -672,27 +680,18 @@ class _Source:
         self.rows.close()
 
 
-class _Reader:
-    """Batches of the file, validated one batch ahead of the writer.
+class _Worker:
+    """One validation process (``python -m crm.importer``), talking pickles over its
+    stdin/stdout.  A plain subprocess rather than multiprocessing, so that callers need no
+    ``if __name__ == "__main__"`` guard."""
 
-    Validation (pydantic, phonenumbers) costs about as much CPU as writing, so for a big
-    file on a multi-core machine it runs in a worker process (``python -m crm.importer``,
-    talking pickles over its stdin/stdout) and the two overlap.  A plain subprocess rather
-    than multiprocessing, so that callers need no ``if __name__ == "__main__"`` guard.
-    Small files use a thread: starting the worker costs about a second.
-    """
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
 
-    def __init__(self, path: Path, delimiter: str, parser: _RowParser) -> None:
-        self.args = (path, delimiter, parser)
-        self.source: _Source | None = None
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, process: bool) -> None:
-        if not process:
-            self.source = _Source(*self.args)
-            return
+    @classmethod
+    async def start(cls, init: tuple[Any, ...]) -> _Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "crm.importer",
@@ -700,18 +699,19 @@ class _Reader:
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
-        self._send(self.args)
+        worker = cls(proc)
+        worker.send(init)
+        return worker
 
-    def _send(self, obj: Any) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+    def send(self, obj: Any) -> None:
+        assert self.proc.stdin is not None
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         self.proc.stdin.write(len(data).to_bytes(8, "big") + data)
 
-    async def _next(self, n: int) -> _Parsed:
-        if self.source is not None:
-            return await asyncio.to_thread(self.source.next, n)
-        assert self.proc is not None and self.proc.stdout is not None
-        self._send(n)
+    async def batch(self, first: int, n: int) -> _Parsed:
+        """Data rows ``first`` to ``first + n - 1``, validated."""
+        assert self.proc.stdout is not None
+        self.send((first, n))
         try:
             size = int.from_bytes(await self.proc.stdout.readexactly(8), "big")
             data = await self.proc.stdout.readexactly(size)
@@ -731,23 +731,68 @@ class _Reader:
             raise RuntimeError(f"the import's validation worker failed: {payload}")
         return cast(_Parsed, payload)
 
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ConnectionError, RuntimeError, AssertionError):
+                self.send(None)
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+class _Reader:
+    """Batches of the file in order, validated ahead of the writer.
+
+    Validation (pydantic, phonenumbers) costs about as much CPU as writing, so for a big
+    file it runs in worker processes, each reading the file itself and validating every
+    ``len(workers)``-th batch, while the writer works.  Two workers on two cores keep the
+    writer, not validation, the bottleneck even when other jobs share the machine.
+    Small files use a thread: starting a worker costs about a second.
+    """
+
+    def __init__(self, path: Path, delimiter: str, parser: _RowParser) -> None:
+        self.args = (path, delimiter, parser)
+        self.source: _Source | None = None
+        self.workers: list[_Worker] = []
+        self.tasks: list[asyncio.Task[_Parsed]] = []
+        self.submitted = 0
+
+    async def start(self, workers: int) -> None:
+        if workers <= 0:
+            self.source = _Source(*self.args)
+            return
+        self.workers = list(
+            await asyncio.gather(*(_Worker.start(self.args) for _ in range(workers)))
+        )
+
+    @property
+    def depth(self) -> int:
+        """Batches to keep requested ahead of the writer."""
+        return max(1, len(self.workers))
+
     def submit(self, n: int) -> asyncio.Task[_Parsed]:
-        return asyncio.ensure_future(self._next(n))
+        """The next batch of ``n`` rows (batches come in file order; keep ``n`` constant)."""
+        k = self.submitted
+        self.submitted += 1
+        if self.source is not None:
+            task = asyncio.ensure_future(asyncio.to_thread(self.source.next, n))
+        else:
+            worker = self.workers[k % len(self.workers)]
+            task = asyncio.ensure_future(worker.batch(k * n, n))
+        self.tasks = [t for t in self.tasks if not t.done()] + [task]
+        return task
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.source is not None:
             self.source.close()
-        if self.proc is not None:
-            if self.proc.returncode is None:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    self._send(None)
-                    assert self.proc.stdin is not None
-                    self.proc.stdin.close()
-                try:
-                    await asyncio.wait_for(self.proc.wait(), 10)
-                except TimeoutError:
-                    self.proc.kill()
-                    await self.proc.wait()
+        await asyncio.gather(*(w.stop() for w in self.workers))
 
 
 def _worker_main() -> None:
@@ -768,8 +813,10 @@ def _worker_main() -> None:
         out.flush()
 
     source = _Source(*receive())
-    while (n := receive()) is not None:
+    while (request := receive()) is not None:
+        first, n = request
         try:
+            source.skip_to(first)
             send(("ok", source.next(n)))
         except Exception as exc:  # reported to the parent, which fails the import
             send(("error", f"{type(exc).__name__}: {exc}"))
@@ -1542,12 +1589,13 @@ async def import_csv(
     report_path: Path | None = None,
     progress: Progress | None = None,
     batch_size: int = 5000,
-    processes: bool | None = None,
+    workers: int | None = None,
 ) -> ImportResult:
     """Import a CSV file of ``entity`` records as one revertable ImportBatch.
 
-    ``progress(done, total)`` is called after each batch.  ``processes`` validates in a
-    second process (default: for files over four batches on a multi-core machine).
+    ``progress(done, total)`` is called after each batch.  ``workers`` is the number of
+    validation processes (0: a thread; default: 2 for files over four batches on a
+    multi-core machine, else 0).
 
     Raises PermissionDenied (needs ``import:create``, ``<entity>:create`` and, to update,
     ``<entity>:edit``) or ValidationFailed for a bad file or mapping, before writing anything.
@@ -1589,8 +1637,8 @@ async def import_csv(
         batch_id = batch.id
     parser = _RowParser(spec.name, cols, defs, users, region, principal.user_id)
     batch_size = max(1, batch_size)
-    if processes is None:
-        processes = total > 4 * batch_size and (os.cpu_count() or 1) > 1
+    if workers is None:
+        workers = 2 if total > 4 * batch_size and (os.cpu_count() or 1) > 1 else 0
     report_file: TextIO | None = None
     reader: _Reader | None = None
     try:
@@ -1599,19 +1647,20 @@ async def import_csv(
             report_file = _open_report(Path(report_path), header)
             report = csv.writer(report_file)
         reader = _Reader(path, delimiter, parser)
-        await reader.start(processes)
-        async with db.engine.connect() as conn:
+        await reader.start(workers)
+        async with db.engine.connect() as conn, _fewer_gc_passes(workers > 0):
             importer = _Importer(conn, principal, spec, defs, batch_id, on_duplicate, report)
             if progress is not None:
                 progress(0, total)
             await _tune(conn, big=True)
             try:
-                upcoming = reader.submit(batch_size)
+                # Batches are validated ahead while earlier ones are written.
+                upcoming = collections.deque(reader.submit(batch_size) for _ in range(reader.depth))
                 while True:
-                    parsed = await upcoming
+                    parsed = await upcoming.popleft()
                     if not parsed.count:
                         break
-                    upcoming = reader.submit(batch_size)  # validated while this one is written
+                    upcoming.append(reader.submit(batch_size))
                     await importer.batch(parsed)
                     if progress is not None:
                         progress(importer.counts.total, total)
@@ -1667,6 +1716,35 @@ async def import_csv(
     )
 
 
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.asynccontextmanager
+async def _fewer_gc_passes(wanted: bool) -> AsyncIterator[None]:
+    """Run the cyclic GC less often while a big import runs.
+
+    Each batch allocates hundreds of thousands of short-lived containers; at the default
+    threshold (700) they set off thousands of collections, dozens of them full ones over
+    the whole heap, about a tenth of the writer's CPU.  The threshold is process-wide, so
+    it is raised only for big imports and restored when the last one ends.
+    """
+    global _gc_users, _gc_saved
+    if not wanted:
+        yield
+        return
+    if _gc_users == 0:
+        _gc_saved = gc.get_threshold()
+        gc.set_threshold(max(_gc_saved[0], 50_000), *_gc_saved[1:])
+    _gc_users += 1
+    try:
+        yield
+    finally:
+        _gc_users -= 1
+        if _gc_users == 0 and _gc_saved is not None:
+            gc.set_threshold(*_gc_saved)
+
+
 # SQLite's default page cache (2 MB) makes index inserts into a big table hit the OS on
 # nearly every row; the import's connection gets 128 MB, and the default back afterwards.
 _SQLITE_IMPORT_CACHE_KIB = 131072
@@ -1698,32 +1776,66 @@ async def revert_import(db: Database, principal: Principal, batch_id: int) -> di
     custom values and search documents) and restore what it updated.
 
     Only the importer or an admin may revert; reverting twice raises Conflict.  Records the
-    import created that other records now reference cannot be deleted: Conflict, nothing done.
-    Returns ``{"deleted": n, "restored": m}``.
+    import created that other records now point at (a deal, a merge, a document) cannot be
+    deleted: Conflict naming them, nothing done.  Returns ``{"deleted": n, "restored": m}``.
     """
-    async with db.session() as session:
-        batch = await session.get(ImportBatch, batch_id, with_for_update=True)
-        if batch is None:
-            raise NotFound(f"no import {batch_id}")
-        spec = _spec_for(batch.entity_type)
-        _check_permissions(principal, spec, batch.on_duplicate)
-        if batch.user_id != principal.user_id and not principal.is_admin:
-            raise PermissionDenied("only the user who ran an import or an admin may revert it")
-        if batch.reverted_at is not None or batch.status == "reverted":
-            raise Conflict(f"import {batch_id} was already reverted", batch_id=batch_id)
-        if batch.status == "running":
-            raise Conflict(f"import {batch_id} is still running", batch_id=batch_id)
-        conn = await session.connection()
+    async with db.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite checks each deleted row against every referencing column, and some
+            # (contacts.merged_into_id, leads.converted_contact_id...) have no index: a
+            # table scan per deleted row.  The references are checked once, set-wise, below
+            # instead.  (The pragma only takes effect outside a transaction.)
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
         try:
-            restored = await _restore_updated(conn, spec, batch_id)
-            deleted = await _delete_created(conn, spec, batch_id)
+            async with conn.begin():
+                return await _revert(conn, principal, batch_id)
         except IntegrityError:
             raise Conflict(
                 f"records created by import {batch_id} are now referenced by other records",
                 batch_id=batch_id,
             ) from None
-        batch.status = "reverted"
-        batch.reverted_at = utcnow()
+        finally:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
+
+
+async def _revert(conn: AsyncConnection, principal: Principal, batch_id: int) -> dict[str, int]:
+    b = _BATCHES_T.c
+    # A write first, so that on SQLite the transaction holds the write lock from the start.
+    found = await conn.execute(
+        update(_BATCHES_T).where(b.id == batch_id).values(updated_at=utcnow())
+    )
+    batch = (await conn.execute(select(_BATCHES_T).where(b.id == batch_id))).mappings().first()
+    if not found.rowcount or batch is None:
+        raise NotFound(f"no import {batch_id}")
+    spec = _spec_for(batch["entity_type"])
+    _check_permissions(principal, spec, batch["on_duplicate"])
+    if batch["user_id"] != principal.user_id and not principal.is_admin:
+        raise PermissionDenied("only the user who ran an import or an admin may revert it")
+    if batch["reverted_at"] is not None or batch["status"] == "reverted":
+        raise Conflict(f"import {batch_id} was already reverted", batch_id=batch_id)
+    if batch["status"] == "running":
+        raise Conflict(f"import {batch_id} is still running", batch_id=batch_id)
+    restored = await _restore_updated(conn, spec, batch_id)
+    created = select(_ITEMS_T.c.entity_id).where(
+        _ITEMS_T.c.batch_id == batch_id, _ITEMS_T.c.action == "created"
+    )
+    refs = await _references(conn, spec, created)
+    if refs:
+        raise Conflict(
+            f"records created by import {batch_id} are now referenced by other records "
+            f"({', '.join(refs)})",
+            batch_id=batch_id,
+            references=refs,
+        )
+    deleted = await _delete_created(conn, spec, created)
+    await conn.execute(
+        update(_BATCHES_T).where(b.id == batch_id).values(status="reverted", reverted_at=utcnow())
+    )
+    async with AsyncSession(bind=conn) as session:
         audit.record(
             session,
             principal.user_id,
@@ -1731,17 +1843,35 @@ async def revert_import(db: Database, principal: Principal, batch_id: int) -> di
             spec.name,
             None,
             batch_id=batch_id,
-            filename=batch.filename,
+            filename=batch["filename"],
             deleted=deleted,
             restored=restored,
         )
+        await session.flush()
     return {"deleted": deleted, "restored": restored}
 
 
-async def _delete_created(conn: AsyncConnection, spec: EntitySpec, batch_id: int) -> int:
-    created = select(_ITEMS_T.c.entity_id).where(
-        _ITEMS_T.c.batch_id == batch_id, _ITEMS_T.c.action == "created"
-    )
+async def _references(conn: AsyncConnection, spec: EntitySpec, created: Select[Any]) -> list[str]:
+    """``table.column`` of every row outside the import pointing at a record it created."""
+    t = cast(Table, spec.model.__table__)
+    out: list[str] = []
+    for table in Base.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table is not t:
+                continue
+            q = select(literal(1)).select_from(table).where(fk.parent.in_(created))
+            if table is t:
+                q = q.where(t.c.id.not_in(created))
+            if await conn.scalar(q.limit(1)) is not None:
+                out.append(f"{table.name}.{fk.parent.name}")
+    docs = cast(Table, Document.__table__)
+    q = select(literal(1)).where(docs.c.entity_type == spec.name, docs.c.entity_id.in_(created))
+    if await conn.scalar(q.limit(1)) is not None:
+        out.append("documents")
+    return out
+
+
+async def _delete_created(conn: AsyncConnection, spec: EntitySpec, created: Select[Any]) -> int:
     name = spec.name
     for table in (_PHONES_T, _TAGGINGS_T, _CUSTOM_T, _SEARCH_T):
         await conn.execute(

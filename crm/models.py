@@ -593,3 +593,70 @@ ENTITY_MODELS: dict[str, type[Base]] = {
     "custom_field": CustomFieldDef,
     "document": Document,
 }
+
+
+# --- routing ------------------------------------------------------------------------------
+# FastAGI call routing (cti/routing): rules are data edited over the API and versioned in the
+# audit log; every decision the gateway answers Asterisk with is kept with the call.
+
+
+class RoutingRule(Base, Timestamped):
+    """One routing rule: conditions on the call and the caller's CRM record, and an action.
+
+    ``conditions`` and ``action`` hold the JSON the API validated (``cti.routing.rules``);
+    rules are tried in ``position`` order. ``version`` counts edits so a stored decision
+    names exactly which version of the rule decided it.
+    """
+
+    __tablename__ = "routing_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(index=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    match: Mapped[str] = mapped_column(String(3), default="all")  # all, any
+    conditions: Mapped[list[Any]] = mapped_column(default=list)
+    action: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(default=1)
+    __table_args__ = (CheckConstraint("match in ('all','any')", name="match"),)
+
+
+class RoutingCalendar(Base, Timestamped):
+    """Business hours per weekday and holiday dates (Gregorian), in the gateway's timezone."""
+
+    __tablename__ = "routing_calendars"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # {"sat": [["08:00", "17:00"]], ..., "fri": []}
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # [{"date": "2026-03-21", "name": "Nowruz", "jalali": "1405-01-01"}]
+    holidays: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class RoutingDecision(Base):
+    """What the gateway answered one AGI routing request with, why, and how long it took."""
+
+    __tablename__ = "routing_decisions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    decided_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    call_uid: Mapped[str | None] = mapped_column(String(64), index=True)  # agi_uniqueid
+    channel: Mapped[str | None] = mapped_column(String(128))
+    caller: Mapped[str | None] = mapped_column(String(64))  # caller id as Asterisk sent it
+    caller_e164: Mapped[str | None] = mapped_column(String(20))
+    did: Mapped[str | None] = mapped_column(String(32))
+    entity_type: Mapped[str | None] = mapped_column(String(16))
+    entity_id: Mapped[int | None]
+    # No foreign key: a deleted rule's decisions keep its id (its versions are in the audit log).
+    rule_id: Mapped[int | None]
+    rule_version: Mapped[int | None]
+    route: Mapped[str] = mapped_column(String(16))  # agent, queue, voicemail, external, hangup
+    target: Mapped[str | None] = mapped_column(String(255))  # dial string, queue, mailbox...
+    agent_id: Mapped[int | None]
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    duration_ms: Mapped[float] = mapped_column(default=0.0)
+    fallback: Mapped[bool] = mapped_column(default=False)
+    __table_args__ = (
+        # Lead caps count an agent's decisions of the last hour/day.
+        Index("ix_routing_decisions_agent_time", "agent_id", "decided_at"),
+        Index("ix_routing_decisions_decided_at", "decided_at"),
+    )

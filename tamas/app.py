@@ -15,6 +15,7 @@ from cti.api import CONTROL, cti_routes
 from cti.call_logger import CallLogConfig, CallLogger
 from cti.control import CtiControl, Pbx
 from cti.directory import DeviceDirectory
+from cti.routing import setup_routing
 from cti.service import PbxService, machine_config
 from tamas import __version__
 from tamas.bus import EventBus
@@ -100,6 +101,7 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         DialPlan(outbound_context=rules.outbound_context, transfer_context=rules.transfer_context),
     )
     app.add_routes(cti_routes())
+    setup_routing(app, db, settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await directory.start()

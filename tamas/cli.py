@@ -279,6 +279,65 @@ def cmd_restore(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def cmd_route_test(args: argparse.Namespace) -> None:
+    """Dry run of the call routing: which rule would decide, and why; no call is made."""
+    import datetime as dt
+    import json
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import DBAPIError
+
+    from crm.db import Database
+    from crm.models import User
+    from cti.routing.service import RoutingService, format_dry_run
+
+    settings = _settings(args)
+    try:
+        at = dt.datetime.fromisoformat(args.at) if args.at else None
+    except ValueError:
+        raise CliError(
+            f"--at takes a date and time like 2026-11-21T10:30, got {args.at!r}"
+        ) from None
+
+    async def go() -> dict[str, Any]:
+        db = Database(settings.db_url)
+        service = RoutingService(
+            db,
+            region=settings.phone_region,
+            timezone=settings.timezone,
+            default_queue=settings.agi_default_queue,
+            deadline_ms=settings.agi_deadline_ms,
+            store_decisions=False,
+        )
+        try:
+            available: list[int] = []
+            async with db.session() as s:
+                for who in args.available:
+                    uid = (
+                        int(who)
+                        if who.isdigit()
+                        else await s.scalar(select(User.id).where(User.username == who))
+                    )
+                    if uid is None:
+                        raise CliError(f"--available: no user {who!r}")
+                    available.append(uid)
+            when = at.replace(tzinfo=service.tz) if at and at.tzinfo is None else at
+            return await service.dry_run(args.number, args.did, when, available)
+        except DBAPIError as exc:
+            raise CliError(
+                f"cannot read the routing rules ({exc.orig}): run `tamas db upgrade`"
+            ) from None
+        finally:
+            await service.stop()
+            await db.dispose()
+
+    result = asyncio.run(go())
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1, default=str))
+    else:
+        print(format_dry_run(result))
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -433,6 +492,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty database")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser(
+        "route",
+        help="call routing: dry run of the rules",
+        description="Call routing (FastAGI). `route test` shows which rule would route a "
+        "call and why, without a call; agents count as logged out unless --available.",
+    )
+    rsub = p.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    rt = rsub.add_parser(
+        "test",
+        help="which rule would route a call from NUMBER, and why",
+        description="Dry run: look the caller up, evaluate the routing rules in order and "
+        "print why each one did or did not decide, and the channel variables the dialplan "
+        "would get. Nothing is dialled or stored.",
+    )
+    rt.add_argument("number", help="caller number in any form (0912..., +98912..., ۰۹۱۲...)")
+    rt.add_argument("--did", default="", help="the number dialled (DID)")
+    rt.add_argument("--at", help="local date and time of the call (default: now)")
+    rt.add_argument(
+        "--available",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="treat this agent (username or id) as available, repeatable",
+    )
+    rt.add_argument("--json", action="store_true", help="print the full result as JSON")
+    rt.set_defaults(func=cmd_route_test)
     return parser
 
 

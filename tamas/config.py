@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     agi_host: str = "127.0.0.1"
     agi_port: int = Field(default=4573, ge=0, le=65535)
     agi_deadline_ms: int = Field(default=300, gt=0)
+    # Route when no rule decides or the deadline passes (asterisk-config/extensions_tamas.conf).
+    agi_default_queue: str = Field(default="sales", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     recordings_dir: Path | None = None
     phone_region: str = Field(default="IR", pattern=r"^[A-Z]{2}$")
     timezone: str = "Asia/Tehran"

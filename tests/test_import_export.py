@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from crm.db import Database
 from crm.errors import Conflict, ValidationFailed
@@ -350,8 +350,25 @@ async def test_duplicates_across_batches_are_found_too(db, tmp_path):
     rows = [["first_name", "phones"]] + [[f"n{i}", f"0912000{i:04d}"] for i in range(10)]
     rows += [[f"again{i}", f"0912000{i:04d}"] for i in range(10)]
     path = write_csv(tmp_path / "b.csv", rows)
-    result = await import_csv(db, admin.principal, "contact", path, batch_size=3, processes=True)
+    result = await import_csv(db, admin.principal, "contact", path, batch_size=3, workers=2)
     assert (result.created, result.skipped) == (10, 10)
+
+
+async def test_worker_processes_keep_file_order_and_row_numbers(db, tmp_path):
+    admin = await make_actor(db, "admin", "admin")
+    rows = [["first_name", "phones"]]
+    rows += [[f"n{i}", "12" if i % 3 == 0 else f"0912500{i:04d}"] for i in range(11)]
+    path = write_csv(tmp_path / "w.csv", rows)
+    report = tmp_path / "w-report.csv"
+    result = await import_csv(
+        db, admin.principal, "contact", path, batch_size=2, workers=2, report_path=report
+    )
+    assert (result.total, result.created, result.rejected) == (11, 7, 4)
+    assert [line["row"] for line in read_report(report)] == ["2", "5", "8", "11"]
+    assert [line["first_name"] for line in read_report(report)] == ["n0", "n3", "n6", "n9"]
+    async with db.session() as s:
+        names = list(await s.scalars(select(Contact.first_name).order_by(Contact.id)))
+    assert names == [f"n{i}" for i in range(11) if i % 3]
 
 
 async def test_update_changes_only_given_fields_and_merges_phones_and_tags(db, tmp_path):
@@ -510,10 +527,13 @@ async def test_revert_is_refused_when_other_records_point_at_imported_ones(db, t
             DealIn(title="Big", pipeline_id=pipeline, contact_id=contact.id),
             "IR",
         )
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as err:
         await revert_import(db, admin.principal, result.batch_id)
+    assert err.value.detail["references"] == ["deals.contact_id"]
     async with db.session() as s:
         assert await s.scalar(select(func.count()).select_from(Phone)) == 1
+        if db.dialect == "sqlite":  # enforcement, switched off for the revert, is back on
+            assert (await s.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         batch = await s.get(ImportBatch, result.batch_id)
         assert batch is not None and batch.status == "done"
 
