@@ -170,7 +170,7 @@ async def test_round_trip_restores_every_row_of_every_table(
     assert result.replaced_data is False
     assert result.summary() == (
         f"{db.dialect} database from 2026-11-23 09:30:00 UTC"
-        f" (tamas {result.manifest.tamas_version}, schema 0001)"
+        f" (tamas {result.manifest.tamas_version}, schema {head_revision()})"
     )
     restored = Database(empty_target)
     try:

@@ -548,7 +548,7 @@ class SqliteDirectReader(AsyncReader):
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA query_only=ON")
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-        conn.execute("PRAGMA cache_size=-16384")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: the hot index pages stay here
         return conn
 
     def _read(
