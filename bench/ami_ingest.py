@@ -93,7 +93,7 @@ from cti.simulator.replay import Trace, multiply, renumber, split_messages  # no
 from tests.ami_trace import TRACES, lab_config  # noqa: E402
 
 PBX = "bench"
-SLICE = 16384  # parser batch bound suggested to the parser's owners (see run_ours)
+SLICE = 16384  # a parser batch bound to suggest to the parser's owners (see ingest)
 CLOCK_START = 1_795_420_700.0
 _UNIQUEID_EPOCH = re.compile(rb"^Uniqueid: (\d+)\.", re.M)
 _FULLY_BOOTED = b"Event: FullyBooted\r\n"
@@ -303,7 +303,7 @@ class Variant:
 
 
 def measure(variants: Sequence[Variant], repeat: int) -> None:
-    """Alternate the variants ``repeat`` times; keep every wall time."""
+    """Alternate the variants ``repeat`` times; keep every wall and CPU time."""
     for _ in range(repeat):
         for v in variants:
             gc.collect()

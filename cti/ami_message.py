@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 
 # Key -> its lower-case form, interned. AMI has a small key vocabulary, so the lookup dicts of
 # all messages share one string per lower-case key instead of each holding its own copies
-# (about 1 KB less per message: a 64 KiB read parses into ~80 messages that are alive at
-# once, and their size is what costs time). Bounded in entries and key length, so odd keys
+# (about 1 KB less per message: a 64 KiB read parses into ~160 messages that are alive
+# at once, and their size is what costs time). Bounded in entries and key length, so odd keys
 # from a broken stream cannot grow it; keys it does not hold are simply lowered.
 _LOWERED: dict[str, str] = {}
 _LOWERED_MAX_ENTRIES = 4096
