@@ -671,15 +671,19 @@ async def open_loop(port: int, name: str, all_heads: Sequence[bytes], rate: floa
     return run
 
 
-def decision_times(db_path: Path, since_id: int) -> tuple[float, float, float, int]:
-    """p50, p99, max of the server's own decision time (ms) and the count, from the log."""
+def decision_times(
+    db_path: Path, since_id: int, prefix: str = ""
+) -> tuple[float, float, float, int]:
+    """p50, p99, max of the server's own decision time (ms) and the count, from the log
+    (only calls whose uniqueid starts with ``prefix``)."""
     conn = sqlite3.connect(db_path)
     try:
         rows = [
             r[0]
             for r in conn.execute(
-                "SELECT duration_ms FROM routing_decisions WHERE id > ? ORDER BY duration_ms",
-                (since_id,),
+                "SELECT duration_ms FROM routing_decisions WHERE id > ? AND call_uid LIKE ?"
+                " ORDER BY duration_ms",
+                (since_id, prefix + "%"),
             )
         ]
     finally:
@@ -742,51 +746,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = args.warmup + args.sessions
     queries = workload(args.contacts, total + args.open_sessions * 4, args.seed)
     rates = [float(x) for x in args.rates.split(",") if x]
-    closed_heads = heads(queries[:total], "c")
-    runs: list[Run] = []
+    warm_heads = heads(queries[: args.warmup], "w")
+    closed_heads = heads(queries[args.warmup : total], "c")
 
-    async def drive(server: ServerProcess, kind: str) -> None:
-        port = server.port
+    async def measure(server: ServerProcess, scenario: int, kind: str) -> Run:
+        """Scenario 0: closed loop; 1..: the open-loop rates."""
         cpu = server.cpu()
-        run = await closed_loop(port, f"{kind}: {args.concurrency} concurrent (closed)",
-                                closed_heads, args.concurrency, args.warmup)  # fmt: skip
-        run.server_cpu = server.cpu() - cpu
-        run.cpu_sessions = len(run.latencies) + args.warmup
-        runs.append(run)
-        for i, rate in enumerate(rates):
+        if scenario == 0:
+            name = f"{kind}: {args.concurrency} concurrent (closed)"
+            run = await closed_loop(server.port, name, closed_heads,
+                                    args.concurrency, 0)  # fmt: skip
+        else:
+            i, rate = scenario - 1, rates[scenario - 1]
             chunk = queries[total + i * args.open_sessions : total + (i + 1) * args.open_sessions]
-            cpu = server.cpu()
             name = f"{kind}: {rate:,.0f} calls/s (open, ≤{args.concurrency})"
-            chunk_heads = heads(chunk, f"o{i}")
-            run = await open_loop(port, name, chunk_heads, rate, args.concurrency, args.seed + i)
-            run.server_cpu = server.cpu() - cpu
-            run.cpu_sessions = len(run.latencies)
-            runs.append(run)
+            run = await open_loop(server.port, name, heads(chunk, f"o{i}"), rate,
+                                  args.concurrency, args.seed + i)  # fmt: skip
+        run.server_cpu = server.cpu() - cpu
+        run.cpu_sessions = len(run.latencies)
+        return run
 
     before = last_decision(path)
-    with server_process("routing", path, args.deadline_ms) as server:
-        asyncio.run(drive(server, "routing"))
-    routing_runs = list(runs)
-    per_session = sum(r.commands for r in routing_runs) / sum(
-        len(r.latencies) for r in routing_runs
-    )
-    same = max(1, round(per_session))
-    with server_process("bare", path, args.deadline_ms, 1) as server:
-        asyncio.run(drive(server, "bare AGI, 1 command"))
-    bare_runs = runs[len(routing_runs) :]
-    with server_process("bare", path, args.deadline_ms, same) as server:
-        asyncio.run(drive(server, f"bare AGI, {same} commands"))
-    same_runs = runs[len(routing_runs) + len(bare_runs) :]
+    with contextlib.ExitStack() as stack:
+        routing = stack.enter_context(server_process("routing", path, args.deadline_ms))
+        warm = asyncio.run(closed_loop(routing.port, "warm-up", warm_heads, args.concurrency, 0))
+        per_session = warm.commands / max(1, len(warm.latencies))
+        same = max(1, round(per_session))
+        servers = [
+            (routing, "routing"),
+            (stack.enter_context(server_process("bare", path, args.deadline_ms, 1)),
+             "bare AGI, 1 command"),
+            (stack.enter_context(server_process("bare", path, args.deadline_ms, same)),
+             f"bare AGI, {same} commands"),
+        ]  # fmt: skip
+        for server, _kind in servers[1:]:
+            asyncio.run(closed_loop(server.port, "warm-up", warm_heads,
+                                    args.concurrency, 0))  # fmt: skip
+        # Each scenario on the three servers back to back, so that they see the same machine
+        # (other load on a shared machine changes from minute to minute).
+        table: list[list[Run]] = [[] for _ in servers]
+        for scenario in range(1 + len(rates)):
+            for k, (server, kind) in enumerate(servers):
+                table[k].append(asyncio.run(measure(server, scenario, kind)))
+    routing_runs, bare_runs, same_runs = table
     time.sleep(0.5)
-    p50, p99, worst, count = decision_times(path, before)
+    count = decision_times(path, before)[3]
 
     print()
-    for r in runs:
+    for r in routing_runs + bare_runs + same_runs:
         print(r.line())
     print(f"\nrouting: {per_session:.2f} SET VARIABLE commands per session; routes "
           + json.dumps(routing_runs[0].routes, sort_keys=True))  # fmt: skip
-    print(f"server decision time (header read -> decision, {count:,} logged): "
-          f"p50 {p50:.3f} ms  p99 {p99:.3f} ms  max {worst:.3f} ms")  # fmt: skip
+    print("server decision time (AGI header read -> decision made, from the decision log):")
+    for prefix, label in [("c.", "closed loop")] + [
+        (f"o{i}.", f"{rate:,.0f} calls/s") for i, rate in enumerate(rates)
+    ]:
+        q50, q99, qmax, n = decision_times(path, before, prefix)
+        print(
+            f"  {label:<14} {n:>7,} decisions"
+            f"  p50 {q50:.3f} ms  p99 {q99:.3f} ms  max {qmax:.1f} ms"
+        )
     print()
     for label, base in (("bare (1 command)", bare_runs), (f"bare ({same} commands)", same_runs)):
         for b, real in zip(base, routing_runs, strict=True):
@@ -796,8 +815,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"p50 {real.pct(0.5) / b.pct(0.5):.2f}x, p99 {real.pct(0.99) / b.pct(0.99):.2f}x, "
                 f"server CPU {real.cpu_us / b.cpu_us:.2f}x"
             )
-    missing = sum(r.missing for r in runs)
-    logged = count == sum(len(r.latencies) for r in routing_runs) + args.warmup
+    missing = sum(r.missing for r in routing_runs + bare_runs + same_runs)
+    logged = count == sum(len(r.latencies) for r in routing_runs) + len(warm.latencies)
     print(f"\nsessions without a route: {missing}; decisions logged: {count:,} "
           f"({'all' if logged else 'NOT all'})")  # fmt: skip
     return 0 if missing == 0 and logged else 1
