@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import audit
 from crm.db import Database
-from crm.models import ENTITY_MODELS, Activity, Contact, Lead
+from crm.models import ENTITY_MODELS, Activity, Contact, Lead, RoutingDecision
 from crm.services.phones import PhoneMatch, lookup
 from cti import domain_events as de
+from cti.callstate import VANISHED
 from cti.directory import user_id_of
 from cti.envelope import PbxEvent
 
@@ -36,6 +37,11 @@ RECORD_VARIABLES = {
     "TAMAS_DEAL_ID": "deal_id",
     "TAMAS_CASE_ID": "case_id",
 }
+
+
+# Times a later event may only move earlier: the first sighting of a call's start or answer
+# is the true one; a gateway that took the PBX link over rebuilds them from the PBX's lists.
+_EARLIEST_WINS = frozenset({"started_at", "answered_at"})
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
@@ -86,6 +92,8 @@ class CallLogger:
             await self._transferred(envelope.pbx, ev)
         elif isinstance(ev, de.CallEnded):
             await self._ended(envelope.pbx, ev)
+        elif isinstance(ev, de.PbxResynced) and ev.reason == "snapshot":
+            await self._close_vanished(envelope.pbx, ev)
 
     def _ringing_fields(self, ev: de.CallRinging) -> dict[str, Any]:
         return {
@@ -175,6 +183,9 @@ class CallLogger:
                             and ("answered_at" not in fields)
                         ):
                             continue  # ringing another agent after answer changes nothing
+                        known = getattr(row, key) if key in _EARLIEST_WINS else None
+                        if known is not None and known <= value:
+                            continue  # a resync (e.g. after a takeover) only estimates these
                         setattr(row, key, value)
                     row.subject = _subject(row)
                 return
@@ -240,6 +251,9 @@ class CallLogger:
                 or (row.details or {}).get("transfers", []),
                 **({"merged_into": ev.merged_into} if ev.merged_into else {}),
             }
+            routing = await self._routing(s, row, ev)
+            if routing:
+                row.details = {**row.details, "routing": routing}
             row.subject = _subject(row)
             if (
                 self.config.callback_on_missed
@@ -248,6 +262,81 @@ class CallLogger:
                 and not ev.merged_into
             ):
                 await self._callback_task(s, row, ev)
+
+    async def _routing(
+        self, s: AsyncSession, row: Activity, ev: de.CallEnded
+    ) -> dict[str, Any] | None:
+        """How the FastAGI routing decided this call, so the call record says which rule sent
+        it where, why and how long deciding took. The decision is keyed by the inbound
+        channel's uniqueid, which is the call's linkedid."""
+        query = select(RoutingDecision).where(RoutingDecision.call_uid == ev.call_id)
+        if row.started_at is not None:
+            query = query.where(
+                RoutingDecision.decided_at >= row.started_at - dt.timedelta(minutes=5)
+            )
+        decision = await s.scalar(query.order_by(RoutingDecision.id.desc()).limit(1))
+        if decision is not None:
+            return {
+                "decision_id": decision.id,
+                "rule_id": decision.rule_id,
+                "rule_version": decision.rule_version,
+                "route": decision.route,
+                "target": decision.target,
+                "fallback": decision.fallback,
+                "duration_ms": decision.duration_ms,
+                "reasons": decision.reasons,
+            }
+        rule = ev.variables.get("TAMAS_ROUTE_RULE")
+        if rule:  # decided, but the decision log is not written (yet, or on another gateway)
+            return {"rule": rule, "route": ev.variables.get("TAMAS_ROUTE")}
+        return None
+
+    async def _close_vanished(self, pbx: str, ev: de.PbxResynced) -> None:
+        """Close the calls this log holds open that the PBX no longer has.
+
+        They ended while no gateway was listening: this process restarted, or (several
+        instances) the instance holding the link died and another one took over. The PBX's
+        snapshot is the whole truth at ``ev.at``; calls the machine knew were closed by
+        their own ``call.ended`` before this event, so what is left is older rows only.
+        The end time is the snapshot's, the latest it can have been.
+        """
+        open_ids = set(ev.open_call_ids)
+        at = _ts(ev.at) or dt.datetime.now(dt.UTC)
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(Activity).where(
+                    Activity.kind == "call",
+                    Activity.pbx == pbx,
+                    Activity.ended_at.is_(None),
+                    Activity.occurred_at < at,
+                )
+            )
+            for row in list(rows):
+                if row.call_uid in open_ids:
+                    continue
+                row.ended_at = at
+                if row.started_at:
+                    row.duration_s = max(0, round((at - row.started_at).total_seconds()))
+                if row.answered_at and row.talk_s is None:
+                    row.talk_s = max(0, round((at - row.answered_at).total_seconds()))
+                row.hangup_cause = row.hangup_cause or VANISHED
+                row.disposition = row.disposition or ("answered" if row.answered_at else "missed")
+                row.details = {**(row.details or {}), "closed_by": "resync"}
+                row.subject = _subject(row)
+                log.info("call closed after resync", extra={"pbx": pbx, "call": row.call_uid})
+                if (
+                    self.config.callback_on_missed
+                    and row.direction == "inbound"
+                    and not row.answered_at
+                ):
+                    ended = de.CallEnded(
+                        at=ev.at,
+                        call_id=row.call_uid or "",
+                        direction=row.direction,
+                        external_number=row.external_number,
+                        queue=row.queue,
+                    )
+                    await self._callback_task(s, row, ended)
 
     async def _callback_task(self, s: AsyncSession, call: Activity, ev: de.CallEnded) -> None:
         """Missed callers are called back: a task for the record's owner (or unassigned)."""

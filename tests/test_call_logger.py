@@ -157,3 +157,64 @@ async def test_busy_hour_logs_each_call_once(db):
     assert len(inbound) == 30
     assert sum(c.disposition == "answered" for c in inbound) == 10
     assert sum(c.disposition == "abandoned" for c in inbound) == 20
+
+
+async def test_the_routing_decision_is_stored_with_the_call(db):
+    import datetime as dt
+
+    from crm.models import RoutingDecision
+
+    _, _, ali, directory = await _setup(db)
+    linkedid = next(m["Linkedid"] for m in load_trace("inbound-answered.ami") if m.get("Linkedid"))
+    async with db.session() as s:
+        s.add(
+            RoutingDecision(
+                decided_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=61),
+                call_uid=linkedid,
+                caller="09121234567",
+                entity_type="contact",
+                entity_id=ali.id,
+                rule_id=7,
+                rule_version=3,
+                route="queue",
+                target="sales",
+                reasons=[{"rule": 7, "matched": True}],
+                duration_ms=1.25,
+            )
+        )
+    await _log_trace(db, directory, "inbound-answered.ami")
+    async with db.session() as s:
+        call = await s.scalar(select(Activity).where(Activity.kind == "call"))
+    assert call is not None
+    routing = call.details["routing"]
+    assert routing["rule_id"] == 7 and routing["rule_version"] == 3
+    assert routing["route"] == "queue" and routing["target"] == "sales"
+    assert routing["duration_ms"] == 1.25 and routing["reasons"] == [{"rule": 7, "matched": True}]
+
+
+async def test_a_call_routed_without_a_logged_decision_keeps_the_rule_from_the_channel(db):
+    _, _, _, directory = await _setup(db)
+    machine = CallStateMachine(lab_config(agent_for_device=directory.agent_for_device))
+    messages = load_trace("inbound-answered.ami")
+    first = next(m for m in messages if m.get("Event") == "Newchannel")
+    routed = [
+        AmiMessage(
+            [
+                ("Event", "VarSet"),
+                ("Channel", first["Channel"]),
+                ("Uniqueid", first["Uniqueid"]),
+                ("Linkedid", first["Linkedid"]),
+                ("Variable", name),
+                ("Value", value),
+            ]
+        )
+        for name, value in (("TAMAS_ROUTE_RULE", "12"), ("TAMAS_ROUTE", "queue"))
+    ]
+    at = messages.index(first) + 1
+    logger = CallLogger(db)
+    for ev in replay(machine, [*messages[:at], *routed, *messages[at:]], start=time.time() - 60):
+        await logger.handle(PbxEvent("lab", ev))
+    async with db.session() as s:
+        call = await s.scalar(select(Activity).where(Activity.kind == "call"))
+    assert call is not None
+    assert call.details["routing"] == {"rule": "12", "route": "queue"}
