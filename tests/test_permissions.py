@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from crm.models import Activity
 from tests.crm_fixtures import make_pipeline
 
 # entity plural -> a valid body for a new record
@@ -150,3 +151,35 @@ async def test_sensitive_custom_field_is_masked_for_agents(api, world):
     )
     history = await api.call("GET", f"/api/v1/contacts/{rec['id']}/history", world["a1"])
     assert history["items"][0]["changes"]["custom.national_id"] == ["****", "****"]
+
+
+async def test_agents_read_callers_numbers_masked_on_the_call_log_as_on_the_record(api, world):
+    contact = await api.call(
+        "POST",
+        "/api/v1/contacts",
+        world["a1"],
+        expect=201,
+        json={"first_name": "Sara", "phones": [{"number": "09121234567"}]},
+    )
+    assert contact["phones"][0]["number"] == "+98912****567"
+    async with api.db.session() as s:
+        s.add(
+            Activity(
+                kind="call",
+                contact_id=contact["id"],
+                owner_id=contact["owner_id"],
+                pbx="lab",
+                call_uid="1700000000.1",
+                direction="inbound",
+                external_number="+989121234567",
+                from_number="09121234567",
+                to_number="1001",
+            )
+        )
+    path = f"/api/v1/contacts/{contact['id']}/timeline"
+    (call,) = (await api.call("GET", path, world["a1"]))["items"]
+    assert call["external_number"] == "+98912****567"
+    assert call["from_number"] == "****"
+    assert call["to_number"] == "1001"  # the agent's own extension is not a customer's number
+    (full,) = (await api.call("GET", path, world["sup_a"]))["items"]
+    assert full["external_number"] == "+989121234567" and full["from_number"] == "09121234567"

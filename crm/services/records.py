@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,6 +32,14 @@ from crm.textfold import fold
 
 MAX_LIMIT = 500
 _OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "isnull")
+_COMPARE = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 _SPECIAL_KEYS = {"phones", "tags", "custom"}
 
 
@@ -184,16 +193,9 @@ def filtered(spec: EntitySpec, p: Principal, params: dict[str, str], dialect: st
             if value is None:
                 stmt = stmt.where(col.is_(None) if op == "eq" else col.isnot(None))
             else:
-                stmt = stmt.where(
-                    {
-                        "eq": col == value,
-                        "ne": col != value,
-                        "gt": col > value,
-                        "gte": col >= value,
-                        "lt": col < value,
-                        "lte": col <= value,
-                    }[op]
-                )
+                # Only the asked comparison is built: ``col > True`` raises in SQLAlchemy,
+                # so building them all broke every filter on a boolean column.
+                stmt = stmt.where(_COMPARE[op](col, value))
     if params.get("tag"):
         if not spec.taggable:
             raise ValidationFailed.one("tag", "this entity has no tags")
@@ -226,6 +228,16 @@ async def apply_custom_filters(
 # -- presenting ---------------------------------------------------------------------------
 
 
+_CALL_NUMBER_FIELDS = ("external_number", "from_number", "to_number")
+
+
+def _mask_call_number(value: str) -> str:
+    """Masks a caller's number; short internal extensions (``1001``) stay readable."""
+    if value.startswith("+"):
+        return mask_phone(value)
+    return "****" if len(value) > 6 else value
+
+
 async def present_many(
     session: AsyncSession, p: Principal, spec: EntitySpec, objs: Sequence[Any]
 ) -> list[dict[str, Any]]:
@@ -240,11 +252,19 @@ async def present_many(
         sensitive = {
             k for k, d in (await extras.field_defs(session, spec.name)).items() if d.sensitive
         }
+    # A user who may not see customers' numbers does not read them off the call log either.
+    numbers_masked = spec.name == "activity" and any(
+        "phones" in p.masked(e) for e in ("contact", "lead", "account")
+    )
     out = []
     for o in objs:
         d = audit.jsonable(row_dict(o))
         for f in masked & set(d):
             d[f] = mask_value(d[f])
+        if numbers_masked:
+            for f in _CALL_NUMBER_FIELDS:
+                if d.get(f):
+                    d[f] = _mask_call_number(d[f])
         if spec.customer:
             d["phones"] = [
                 {
