@@ -17,7 +17,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TAMAS := $(VENV)/bin/tamas
 ARTIFACTS := test-artifacts
-PYTEST_FLAGS := -q -ra --durations=15 --junitxml=$(ARTIFACTS)/junit.xml
+PYTEST_FLAGS := -q -ra -n 3 --durations=15 --junitxml=$(ARTIFACTS)/junit.xml
 PYTEST_ARGS ?=
 MYPY_TARGETS := tamas crm cti screenpop recordings tests $(wildcard bench/*.py)
 

@@ -205,7 +205,9 @@ class Account(Base, Timestamped, SoftDeleted, ContactPreferences):
     is_vip: Mapped[bool] = mapped_column(default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
-    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id"), index=True
+    )
 
 
 class Contact(Base, Timestamped, SoftDeleted, ContactPreferences):
@@ -225,7 +227,9 @@ class Contact(Base, Timestamped, SoftDeleted, ContactPreferences):
     birthday: Mapped[dt.date | None] = mapped_column(Date)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
-    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id"), index=True
+    )
     account: Mapped[Account | None] = relationship(lazy="joined")
 
     @property
@@ -259,10 +263,18 @@ class Lead(Base, Timestamped, SoftDeleted, ContactPreferences):
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
     converted_at: Mapped[dt.datetime | None]
-    converted_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
-    converted_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
-    converted_deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"))
-    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    converted_contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id"), index=True
+    )
+    converted_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id"), index=True
+    )
+    converted_deal_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deals.id"), index=True
+    )
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id"), index=True
+    )
 
     @property
     def full_name(self) -> str:
@@ -287,6 +299,9 @@ class Phone(Base, Timestamped):
     is_primary: Mapped[bool] = mapped_column(default=False)
     __table_args__ = (
         Index("ix_phones_e164", "e164"),
+        # Duplicate checks ask "this number, records of this type": without this index
+        # SQLite scans uq_phones_owner by entity_type instead.
+        Index("ix_phones_e164_entity", "e164", "entity_type"),
         Index("ix_phones_entity", "entity_type", "entity_id"),
         UniqueConstraint("entity_type", "entity_id", "e164", "extension", name="uq_phones_owner"),
     )
@@ -415,6 +430,8 @@ class Activity(Base, Timestamped, SoftDeleted):
         Index("ix_activities_lead_time", "lead_id", "occurred_at"),
         Index("ix_activities_deal_time", "deal_id", "occurred_at"),
         Index("ix_activities_case_time", "case_id", "occurred_at"),
+        # Reports aggregate calls over a period.
+        Index("ix_activities_kind_started", "kind", "started_at"),
     )
 
 
@@ -455,6 +472,8 @@ class Campaign(Base, Timestamped, SoftDeleted):
     lead_list_id: Mapped[int | None] = mapped_column(ForeignKey("lead_lists.id"))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+    # Template shown to agents on this campaign's calls (crm/knowledge/scripts.py; 0006).
+    call_script: Mapped[str | None] = mapped_column(Text)
 
 
 # --- cross-cutting ------------------------------------------------------------------------
@@ -660,3 +679,444 @@ class RoutingDecision(Base):
         Index("ix_routing_decisions_agent_time", "agent_id", "decided_at"),
         Index("ix_routing_decisions_decided_at", "decided_at"),
     )
+
+
+# --- call recordings ----------------------------------------------------------------------
+# recordings/: every MixMonitor file the PBX writes for a call is ingested into storage and
+# hangs off the call activity (found by (pbx, call_uid)), so it shows on the customer, deal and
+# case of that call. The row exists from the first sign of the recording, whatever happens to
+# the file, so a call never loses its recording metadata.
+
+RECORDING_STATUSES = ("pending", "ingesting", "stored", "missing", "corrupt", "failed", "deleted")
+
+
+class Recording(Base, Timestamped):
+    """One recording file (one MixMonitor run) of a call, and what became of it.
+
+    ``source`` is the file name as the PBX wrote it; ``storage_key`` is where the ingested
+    copy lives in the gateway's storage. ``pauses`` lists ``[start, end]`` ISO times during
+    which the agent muted the recording (card numbers); the audio there is silence.
+    """
+
+    __tablename__ = "recordings"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    pbx: Mapped[str] = mapped_column(String(64))
+    call_uid: Mapped[str] = mapped_column(String(64))
+    # Set once the call logger's activity exists (it may be written after the recording).
+    activity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL"), index=True
+    )
+    channel: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(512))
+    started_by: Mapped[str] = mapped_column(String(8), default="dialplan")  # dialplan, agent
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_retry_at: Mapped[dt.datetime | None]
+    give_up_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    stopped_at: Mapped[dt.datetime | None]
+    call_ended_at: Mapped[dt.datetime | None]
+    pauses: Mapped[list[Any]] = mapped_column(default=list)
+    storage_key: Mapped[str | None] = mapped_column(String(512))
+    format: Mapped[str | None] = mapped_column(String(8))  # wav, opus, mp3
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None]
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    source_size: Mapped[int | None] = mapped_column(BigInteger)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    stored_at: Mapped[dt.datetime | None]
+    # Retention (recordings/retention.py): queue and campaign are copied from the call so the
+    # rules apply without joins; ``keep_forever`` is a hold on this recording (records tagged
+    # with the hold tag keep their calls' recordings too).
+    queue: Mapped[str | None] = mapped_column(String(64))
+    campaign_id: Mapped[int | None]
+    keep_forever: Mapped[bool] = mapped_column(default=False)
+    deleted_at: Mapped[dt.datetime | None]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('pending','ingesting','stored','missing','corrupt','failed','deleted')",
+            name="status",
+        ),
+        UniqueConstraint("pbx", "source", name="uq_recordings_source"),
+        Index("ix_recordings_call", "pbx", "call_uid"),
+        Index("ix_recordings_due", "status", "next_retry_at"),
+        Index("ix_recordings_age", "status", "started_at"),
+    )
+
+
+class RecordingRetentionRule(Base, Timestamped):
+    """Keep a queue's or a campaign's recordings ``keep_days`` days after the call.
+
+    A rule with neither queue nor campaign is the default; the most specific rule wins
+    (campaign, then queue, then default). ``keep_days`` null means keep forever.
+    """
+
+    __tablename__ = "recording_retention_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    queue: Mapped[str | None] = mapped_column(String(64))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    keep_days: Mapped[int | None]
+    description: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        UniqueConstraint("queue", "campaign_id", name="uq_recording_retention_rules_scope"),
+    )
+
+
+# --- outbound dialer and automation (issue 8b: cti/dialer/, crm/automation/, migration 0005) -
+# A call campaign (``campaigns.channel == "call"``) gets a dialer configuration and a call
+# list: one entry per customer with its state, attempts and next attempt time. Automation
+# rules are data (kind + validated JSON config) that run on record events and on schedules;
+# every run is written to the audit log.
+
+DIALER_MODES = ("preview", "progressive")
+DIALER_ENTRY_STATES = ("pending", "offered", "dialing", "wrapup", "done", "exhausted", "excluded")
+AUTOMATION_KINDS = (
+    "inactive_customer",
+    "stale_prospect",
+    "user_deactivated",
+    "stage_action",
+    "lead_assignment",
+    "reminders",
+)
+
+
+class DialerCampaign(Base, Timestamped):
+    """How a call campaign dials: mode, agents, attempts, retry delays, calling hours and
+    its disposition codes. Whether it dials at all is ``campaigns.status == "running"``."""
+
+    __tablename__ = "dialer_campaigns"
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    mode: Mapped[str] = mapped_column(String(12), default="progressive")
+    # Agents who take this campaign's calls; empty: the members of the campaign's team.
+    agent_ids: Mapped[list[Any]] = mapped_column(default=list)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    # {"busy": 10, "no_answer": 60, "failed": 30, "skipped": 60} minutes
+    retry_minutes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Customer's local time: "09:00-13:00,16:00-20:00"; days 0=Monday .. 6=Sunday.
+    calling_hours: Mapped[str] = mapped_column(String(128), default="09:00-20:00")
+    calling_days: Mapped[list[Any]] = mapped_column(default=list)
+    # Customers without a timezone of their own are in this one (None: the gateway's).
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # [{"code": "sale", "en": "Sale", "fa": "فروش", "outcome": "final"}, ...]
+    dispositions: Mapped[list[Any]] = mapped_column(default=list)
+    ring_timeout_s: Mapped[int] = mapped_column(default=30)
+    wrapup_s: Mapped[int] = mapped_column(default=30)
+    auto_answer: Mapped[bool] = mapped_column(default=True)
+    caller_id: Mapped[str | None] = mapped_column(String(80))
+    pbx: Mapped[str | None] = mapped_column(String(64))
+    list_built_at: Mapped[dt.datetime | None]
+    __table_args__ = (CheckConstraint("mode in ('preview','progressive')", name="mode"),)
+
+
+class DialerEntry(Base, Timestamped):
+    """One customer on a call campaign's list and where dialling them stands."""
+
+    __tablename__ = "dialer_entries"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    entity_type: Mapped[str] = mapped_column(String(16))  # contact, lead, account
+    entity_id: Mapped[int]
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164, chosen when listed
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(64))  # why excluded / waiting
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_attempt_at: Mapped[dt.datetime | None]
+    last_result: Mapped[str | None] = mapped_column(String(16))
+    last_cause: Mapped[int | None]
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(default=0)  # callbacks first
+    # The agent the entry is offered to / dialled for (and then the last one).
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # A callback promised by this agent (None: anyone of the campaign may call back).
+    callback_agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    callback_task_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL")
+    )
+    reserved_at: Mapped[dt.datetime | None]  # offered or dialled at
+    pbx: Mapped[str | None] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(String(64))
+    originate_id: Mapped[str | None] = mapped_column(String(64))
+    # [{"at": ..., "result": "busy", "cause": 17, "agent_id": 3, "call_id": "..."}, ...]
+    history: Mapped[list[Any]] = mapped_column(default=list)
+    __table_args__ = (
+        CheckConstraint(
+            "state in ('pending','offered','dialing','wrapup','done','exhausted','excluded')",
+            name="state",
+        ),
+        UniqueConstraint(
+            "campaign_id", "entity_type", "entity_id", name="uq_dialer_entries_record"
+        ),
+        Index("ix_dialer_entries_due", "campaign_id", "state", "next_attempt_at"),
+        Index("ix_dialer_entries_agent", "agent_id", "state"),
+        Index("ix_dialer_entries_call", "pbx", "call_id"),
+    )
+
+
+class AutomationRule(Base, Timestamped):
+    """One automation rule: its kind says when it runs (an event or a schedule) and what it
+    does; ``config`` holds the JSON ``crm.automation.rules`` validated. ``state`` keeps
+    what a rule carries between runs (the round-robin position)."""
+
+    __tablename__ = "automation_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(default=1)
+    runs: Mapped[int] = mapped_column(default=0)
+    last_run_at: Mapped[dt.datetime | None]
+    last_status: Mapped[str | None] = mapped_column(String(12))  # ok, error
+    last_detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    __table_args__ = (
+        CheckConstraint(
+            "kind in ('inactive_customer','stale_prospect','user_deactivated','stage_action',"
+            "'lead_assignment','reminders')",
+            name="kind",
+        ),
+    )
+
+
+class LeadAssignment(Base):
+    """A lead given to a user by an assignment rule; the caps count these, and an agent
+    returns a lead through one (a supervisor approves or rejects the return)."""
+
+    __tablename__ = "lead_assignments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("automation_rules.id", ondelete="SET NULL")
+    )
+    assigned_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # assigned, return_requested, returned, return_rejected
+    status: Mapped[str] = mapped_column(String(16), default="assigned")
+    return_reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[dt.datetime | None]
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[dt.datetime | None]
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('assigned','return_requested','returned','return_rejected')",
+            name="status",
+        ),
+        Index("ix_lead_assignments_user_time", "user_id", "assigned_at"),
+    )
+
+
+class ActivityReminder(Base):
+    """A reminder pushed to a user's desktop for a task's due time or a meeting's start;
+    unique per due time, so each is sent once even with several gateways (a moved due time
+    is reminded again)."""
+
+    __tablename__ = "activity_reminders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    due_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    dismissed_at: Mapped[dt.datetime | None]
+    __table_args__ = (
+        UniqueConstraint("activity_id", "user_id", "due_at", name="uq_activity_reminders_due"),
+        Index("ix_activity_reminders_user", "user_id", "sent_at"),
+    )
+
+
+# --- knowledge base (issue 8c: crm/knowledge/, migration 0006) ----------------------------
+# Articles agents read during calls. Every edit is a new version; a draft becomes what
+# agents see only when a supervisor or admin approves it (``current_version_id``). The
+# approved text is indexed in ``search_docs`` as ``kb_article`` (drafts as ``kb_draft``).
+
+KB_LANGUAGES = ("fa", "en")
+KB_VERSION_STATUSES = ("draft", "approved", "superseded", "rejected")
+
+
+class KbCategory(Base, Timestamped):
+    __tablename__ = "kb_categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name_fa: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(default=0)
+
+
+class KbArticle(Base, Timestamped, SoftDeleted):
+    __tablename__ = "kb_articles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    category_id: Mapped[int | None] = mapped_column(
+        ForeignKey("kb_categories.id", ondelete="SET NULL"), index=True
+    )
+    language: Mapped[str] = mapped_column(String(2), default="fa")
+    # The approved version agents read; no foreign key (the versions point here, and a
+    # cycle of keys would complicate every insert). The service keeps it consistent.
+    current_version_id: Mapped[int | None]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    __table_args__ = (CheckConstraint("language in ('fa','en')", name="language"),)
+
+
+class KbArticleVersion(Base):
+    __tablename__ = "kb_article_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("kb_articles.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(12), default="draft")
+    note: Mapped[str | None] = mapped_column(Text)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reviewed_at: Mapped[dt.datetime | None]
+    __table_args__ = (
+        UniqueConstraint("article_id", "number", name="uq_kb_article_versions_number"),
+        CheckConstraint("status in ('draft','approved','superseded','rejected')", name="status"),
+    )
+
+
+# --- campaigns and e-mail (issue 8a: crm/campaigns/) --------------------------------------
+# Segments and campaigns above are the CRM's own; these tables carry e-mail campaigns: the
+# templates, each campaign's sending setup, one row per recipient with everything that
+# happened to that message (sent, bounced, opened, clicked, replied, unsubscribed), the raw
+# facts behind those (events, inbound mail) and the addresses that are never mailed again.
+
+EMAIL_MESSAGE_STATUSES = ("queued", "sending", "sent", "failed", "bounced", "skipped")
+
+
+class EmailTemplate(Base, Timestamped):
+    """An e-mail in Persian and English with personal fields (``{{first_name}}``).
+
+    Each recipient gets the version of their language (``language`` of the record), else
+    ``default_language``; an empty version falls back to the other one.
+    """
+
+    __tablename__ = "email_templates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    default_language: Mapped[str] = mapped_column(String(2), default="fa")
+    subject_fa: Mapped[str] = mapped_column(String(300), default="")
+    subject_en: Mapped[str] = mapped_column(String(300), default="")
+    html_fa: Mapped[str] = mapped_column(Text, default="")
+    html_en: Mapped[str] = mapped_column(Text, default="")
+    # Plain-text parts; derived from the HTML when empty.
+    text_fa: Mapped[str | None] = mapped_column(Text)
+    text_en: Mapped[str | None] = mapped_column(Text)
+
+
+class EmailCampaign(Base, Timestamped):
+    """How a campaign with channel ``email`` is sent: template, sender and pace."""
+
+    __tablename__ = "email_campaigns"
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    template_id: Mapped[int] = mapped_column(ForeignKey("email_templates.id"), index=True)
+    from_address: Mapped[str | None] = mapped_column(String(254))
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(254))
+    rate_per_minute: Mapped[int] = mapped_column(default=60)
+    track_opens: Mapped[bool] = mapped_column(default=True)
+    track_clicks: Mapped[bool] = mapped_column(default=True)
+    send_started_at: Mapped[dt.datetime | None]
+    send_finished_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class EmailMessage(Base):
+    """One recipient of one e-mail campaign and what became of the message."""
+
+    __tablename__ = "email_messages"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[int]
+    to_address: Mapped[str | None] = mapped_column(String(254))
+    language: Mapped[str] = mapped_column(String(2), default="fa")
+    # RFC 5322 Message-ID without the angle brackets; replies and bounces name it.
+    message_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    # no_email, opted_out, suppressed, duplicate_address, deleted
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When a sender claimed it (status "sending"); a claim older than the SMTP timeout is
+    # a crashed run's, never another gateway's in-flight message.
+    claimed_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]
+    bounced_at: Mapped[dt.datetime | None]
+    bounce_kind: Mapped[str | None] = mapped_column(String(8))  # hard, soft
+    bounce_status: Mapped[str | None] = mapped_column(String(16))  # DSN status, e.g. 5.1.1
+    opened_at: Mapped[dt.datetime | None]
+    open_count: Mapped[int] = mapped_column(default=0)
+    clicked_at: Mapped[dt.datetime | None]
+    click_count: Mapped[int] = mapped_column(default=0)
+    replied_at: Mapped[dt.datetime | None]
+    unsubscribed_at: Mapped[dt.datetime | None]
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('queued','sending','sent','failed','bounced','skipped')", name="status"
+        ),
+        UniqueConstraint("campaign_id", "entity_type", "entity_id", name="uq_email_messages_rcpt"),
+        Index("ix_email_messages_campaign_status", "campaign_id", "status"),
+        Index("ix_email_messages_entity", "entity_type", "entity_id"),
+        Index("ix_email_messages_to", "to_address"),
+    )
+
+
+class EmailEvent(Base):
+    """One thing that happened to a sent message: open, click, bounce, delay, reply,
+    auto_reply, unsubscribe; ``detail`` has the URL clicked, the DSN status, ..."""
+
+    __tablename__ = "email_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("email_messages.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(12))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class InboundEmail(Base):
+    """Every message fed back to the gateway (bounces, replies), matched or not, so nothing
+    is lost and a message fed twice is recognised by its Message-ID."""
+
+    __tablename__ = "inbound_emails"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(12))  # bounce, delay, reply, auto_reply, unknown
+    message_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    from_address: Mapped[str | None] = mapped_column(String(254))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    email_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_messages.id", ondelete="SET NULL"), index=True
+    )
+    entity_type: Mapped[str | None] = mapped_column(String(16))
+    entity_id: Mapped[int | None]
+    activity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL")
+    )
+    size: Mapped[int] = mapped_column(default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class EmailSuppression(Base):
+    """An address never mailed again (unsubscribed, hard bounce): checked at send time."""
+
+    __tablename__ = "email_suppressions"
+    address: Mapped[str] = mapped_column(String(254), primary_key=True)  # lower case
+    reason: Mapped[str] = mapped_column(String(16))  # unsubscribe, bounce, complaint, manual
+    entity_type: Mapped[str | None] = mapped_column(String(16))
+    entity_id: Mapped[int | None]
+    email_message_id: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

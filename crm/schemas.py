@@ -187,6 +187,7 @@ class CampaignIn(Strict):
     lead_list_id: int | None = None
     owner_id: int | None = None
     team_id: int | None = None
+    call_script: str | None = Field(default=None, max_length=100_000)  # a template (0006)
 
 
 class SegmentIn(Strict):

@@ -6,6 +6,7 @@ over the link after the permission checks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crm.phones import PhoneError, parse
@@ -61,11 +62,13 @@ def click_to_call(
     auto_answer: bool = False,
     plan: DialPlan | None = None,
     timeout_s: int = 30,
+    extra_variables: Mapping[str, str] | None = None,
 ) -> PbxAction:
     """Ring the agent's own device first; when they pick up, dial the customer.
 
     The record the call was started from rides along as ``TAMAS_<TYPE>_ID`` so the call log
-    lands on it whatever number the customer shares with others.
+    lands on it whatever number the customer shares with others; ``extra_variables`` (the
+    dialer's ``TAMAS_CAMPAIGN_ID``...) ride along the same way.
     """
     plan = plan or DialPlan()
     variables = [f"TAMAS_ORIGINATE={action_id_hint}"]
@@ -73,6 +76,10 @@ def click_to_call(
         variables.append(f"TAMAS_{record[0].upper()}_ID={record[1]}")
     if agent:
         variables.append(f"TAMAS_AGENT={agent}")
+    for name, value in (extra_variables or {}).items():
+        if not name.replace("_", "").isalnum() or "," in value or "=" in value:
+            raise ValueError(f"unusable channel variable {name}={value!r}")
+        variables.append(f"{name}={value}")
     if auto_answer and device.upper().startswith("PJSIP/"):
         variables.append(f"PJSIP_HEADER(add,Call-Info)={plan.auto_answer_header.split('=', 1)[1]}")
     elif auto_answer and device.upper().startswith("SIP/"):
@@ -187,3 +194,12 @@ def mixmonitor(channel: str, filename: str) -> PbxAction:
 
 def stop_mixmonitor(channel: str) -> PbxAction:
     return PbxAction("StopMixMonitor", [("Channel", channel)])
+
+
+def mixmonitor_mute(channel: str, muted: bool) -> PbxAction:
+    """Mute (or unmute) every direction of the MixMonitor on ``channel``: Asterisk writes
+    silence meanwhile, so what is said (a card number) never reaches the file."""
+    return PbxAction(
+        "MixMonitorMute",
+        [("Channel", channel), ("Direction", "both"), ("State", "1" if muted else "0")],
+    )

@@ -133,6 +133,15 @@ async def pause(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+async def recording(request: web.Request) -> web.Response:
+    """Start, stop, pause or resume the call's recording (pause: card numbers)."""
+    op = request.match_info["op"]
+    out = await _control(request).recording(
+        principal(request), request.match_info["pbx"], request.match_info["call_id"], op
+    )
+    return json_response(out, status=202)
+
+
 def _visible_call(p: Principal, call: dict[str, Any]) -> bool:
     if p.is_admin:
         return True
@@ -184,6 +193,7 @@ def cti_routes() -> list[web.RouteDef]:
         web.post("/api/v1/calls/{pbx}/{call_id}/transfer", transfer),
         web.post("/api/v1/calls/{pbx}/{call_id}/hold", hold),
         web.post("/api/v1/calls/{pbx}/{call_id}/spy", spy),
+        web.post("/api/v1/calls/{pbx}/{call_id}/recording/{op:start|stop|pause|resume}", recording),
         web.post("/api/v1/agents/{user_id}/queues", queue_membership),
         web.post("/api/v1/agents/{user_id}/pause", pause),
     ]

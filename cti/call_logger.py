@@ -137,6 +137,13 @@ class CallLogger:
                 out["account_id"] = contact.account_id
         return out
 
+    async def _campaign(self, s: AsyncSession, variables: Any) -> int | None:
+        """The campaign an outbound dialer call belongs to (``TAMAS_CAMPAIGN_ID``)."""
+        raw = str((variables or {}).get("TAMAS_CAMPAIGN_ID", ""))
+        if raw.isdigit() and await s.get(ENTITY_MODELS["campaign"], int(raw)) is not None:
+            return int(raw)
+        return None
+
     async def _upsert(
         self,
         pbx: str,
@@ -174,6 +181,8 @@ class CallLogger:
                                 await self._match(s, row.external_number, variables)
                             ).items():
                                 setattr(row, k, v)
+                    if row.campaign_id is None and variables:
+                        row.campaign_id = await self._campaign(s, variables)
                     for key, value in fields.items():
                         if value is None:
                             continue

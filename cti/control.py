@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +45,27 @@ class Link(Protocol):
     ) -> AmiMessage: ...
 
 
+class RecordingListener(Protocol):
+    """recordings/ hears of what users do to a call's recording (the AMI events follow
+    too; this adds who did it) and names the files the gateway starts."""
+
+    def file_name(self, pbx: str, call_id: str) -> str: ...
+
+    async def agent_action(
+        self,
+        pbx: str,
+        call_id: str,
+        op: str,
+        source: str | None,
+        channels: list[str],
+        user_id: int,
+        at: float,
+    ) -> None: ...
+
+
+RECORDING_OPS = ("start", "stop", "pause", "resume")
+
+
 @dataclass
 class Pbx:
     """One PBX as the control layer sees it: its link and its live call state."""
@@ -70,6 +92,7 @@ class CtiControl:
         self.directory = directory
         self.region = region
         self.plan = plan or actions.DialPlan()
+        self.recording_listener: RecordingListener | None = None
 
     # -- helpers ----------------------------------------------------------------------
     def _pbx(self, name: str | None) -> Pbx:
@@ -182,6 +205,45 @@ class CtiControl:
         )
         return {"pbx": pbx.name, "device": device, "originate_id": hint}
 
+    async def originate_for_agent(
+        self,
+        user_id: int,
+        e164: str,
+        record: tuple[str, int],
+        *,
+        variables: Mapping[str, str] | None = None,
+        pbx_name: str | None = None,
+        caller_id: str | None = None,
+        auto_answer: bool = False,
+        timeout_s: int = 30,
+        hint: str | None = None,
+    ) -> dict[str, Any]:
+        """The click-to-call path for the outbound dialer (cti/dialer): ring the agent's
+        phone, then the customer's number, with the record and campaign variables on the
+        call. No principal: the dialer decided this agent takes this customer, and checks
+        do-not-call itself right before calling this; each attempt is kept on its list."""
+        pbx = self._pbx(pbx_name)
+        device = self._device(user_id)
+        hint = hint or f"c2c-{next(_ids)}"
+        try:
+            action = actions.click_to_call(
+                device,
+                e164,
+                self.region,
+                hint,
+                caller_id=caller_id,
+                record=record,
+                agent=agent_id(user_id),
+                auto_answer=auto_answer,
+                plan=self.plan,
+                timeout_s=timeout_s,
+                extra_variables=variables,
+            )
+        except ValueError as exc:
+            raise ValidationFailed.one("number", str(exc)) from None
+        await self._send(pbx, action)
+        return {"pbx": pbx.name, "device": device, "originate_id": hint}
+
     async def hangup(self, p: Principal, pbx_name: str | None, call_id: str) -> None:
         pbx = self._pbx(pbx_name)
         call = self._require_call(p, pbx, call_id)
@@ -279,3 +341,60 @@ class CtiControl:
             p, f"spy_{mode}", pbx=pbx.name, call_id=call_id, agent_user_id=target_user
         )
         return {"mode": mode, "channel": channel}
+
+    async def recording(
+        self, p: Principal, pbx_name: str | None, call_id: str, op: str
+    ) -> dict[str, Any]:
+        """Start, stop, pause or resume the recording of a call the user may act on.
+
+        Pause mutes every MixMonitor of the call (``MixMonitorMute``, both directions):
+        Asterisk writes silence, so a card number said meanwhile is never in any file. It
+        succeeds only if at least one recording was really muted.
+        """
+        if op not in RECORDING_OPS:
+            raise ValidationFailed.one("op", "start, stop, pause or resume")
+        pbx = self._pbx(pbx_name)
+        call = self._require_call(p, pbx, call_id)
+        listener = self.recording_listener
+        source: str | None = None
+        done: list[str] = []
+        if op == "start":
+            if call.recording_active:
+                raise PbxError("this call is already being recorded", 409)
+            # The customer's channel lives through transfers between agents, so one file
+            # covers the whole call.
+            try:
+                channel = self._channel_of(pbx, call, None)
+            except PbxError:
+                channel = self._channel_of(pbx, call, p.user_id)
+            source = (
+                listener.file_name(pbx.name, call_id)
+                if listener is not None
+                else f"tamas-{call_id}-{int(time.time() * 1000)}.wav"
+            )
+            await self._send(pbx, actions.mixmonitor(channel, source))
+            done.append(channel)
+        else:
+            channels = pbx.machine.channels
+            names = [str(channels[uid].name) for uid in call.channels if uid in channels]
+            for name in names:
+                action = (
+                    actions.stop_mixmonitor(name)
+                    if op == "stop"
+                    else actions.mixmonitor_mute(name, op == "pause")
+                )
+                try:
+                    await self._send(pbx, action)
+                except PbxError as exc:
+                    if exc.status != 502:  # down or silent PBX: say so, do not guess
+                        raise
+                    continue  # no recording on this channel
+                done.append(name)
+            if not done:
+                raise PbxError("no recording is running on this call", 409)
+        await self._audit(
+            p, f"recording_{op}", pbx=pbx.name, call_id=call_id, channels=done, file=source
+        )
+        if listener is not None:
+            await listener.agent_action(pbx.name, call_id, op, source, done, p.user_id, time.time())
+        return {"op": op, "channels": done, "file": source}

@@ -289,5 +289,7 @@ class PbxResynced(DomainEvent):
     reason: str
     open_calls: int = 0
     closed_calls: tuple[str, ...] = ()
+    # After a snapshot: every call still open on the PBX (the call log closes the others).
+    open_call_ids: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
     agents: int = 0

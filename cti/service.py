@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crm.phones import try_normalize
@@ -33,6 +33,7 @@ class LinkStateChanged:
     state: str
     at: float
     type: str = "pbx.link"
+    origin: str | None = field(default=None, compare=False)  # see cti.envelope.PbxEvent
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "pbx": self.pbx, "state": self.state, "at": self.at}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,17 +11,37 @@ from typing import Any
 from aiohttp import web
 
 from crm.api import setup_api
+from crm.api.campaigns import setup_campaigns
+from crm.api.knowledge import knowledge_routes
+from crm.api.reports import report_routes
+from crm.automation import setup_automation
 from crm.db import Database
 from cti.actions import DialPlan
 from cti.api import CONTROL, cti_routes
 from cti.call_logger import CallLogConfig, CallLogger
 from cti.control import CtiControl, Pbx
+from cti.dialer import setup_dialer
 from cti.directory import DeviceDirectory
 from cti.routing import setup_routing
-from cti.service import PbxService, machine_config
+from cti.service import machine_config
+from recordings.api import setup_recordings
+from screenpop.desktop_api import desktop_api_routes
+from screenpop.hub import HUB, Hub, HubSettings
+from screenpop.pages import setup_pages
 from tamas import __version__
-from tamas.bus import EventBus
+from tamas.bus import EventBus, local_only
 from tamas.config import AmiServer, Settings
+from tamas.health import READINESS, Readiness, healthz, readyz
+from tamas.metrics import (
+    METRICS,
+    Metrics,
+    bus_source,
+    cluster_source,
+    hub_source,
+    link_source,
+    metrics_handler,
+)
+from tamas.pbx_links import PbxLinks
 
 log = logging.getLogger("tamas.app")
 
@@ -30,6 +52,10 @@ INDEX = """<!doctype html><html lang="fa" dir="rtl"><meta charset="utf-8">
 .sim{background:#fff3cd;border:1px solid #e0b400;padding:.5rem 1rem}</style>
 <h1>تماس · Tamas {version}</h1>
 <p>CTI gateway and CRM. API: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>
+<p><a href="/app">میز کار کارشناس · Agent desktop</a> ·
+<a href="/wallboard">تابلوی سرپرست · Supervisor wallboard</a> ·
+<a href="/reports">گزارش‌ها · Reports</a> ·
+<a href="/campaigns">کمپین‌ها · Campaigns</a></p>
 {pbx}
 </html>"""
 
@@ -72,10 +98,6 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 SETTINGS_KEY = web.AppKey("tamas_settings", Settings)
 
 
@@ -87,6 +109,14 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
     setup_api(app, db, settings)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    metrics = Metrics()
+    app[METRICS] = metrics
+    from crm.migrate import head_revision
+
+    readiness = Readiness(db, head_revision())
+    app[READINESS] = readiness
 
     bus = EventBus()
     app[BUS] = bus
@@ -101,37 +131,99 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         DialPlan(outbound_context=rules.outbound_context, transfer_context=rules.transfer_context),
     )
     app.add_routes(cti_routes())
+    app.add_routes(desktop_api_routes())
+    app.add_routes(knowledge_routes())  # knowledge base and call scripts
+    app.add_routes(report_routes())
+    setup_pages(app)
+    hub = Hub(
+        db,
+        region=settings.phone_region,
+        timezone=settings.timezone,
+        settings=HubSettings.of(settings.ws),
+        service_level_seconds=rules.service_level_seconds,
+    )
+    app[HUB] = hub
+    hub.pop_observers.append(metrics.observe_pop)
+    metrics.add_source(hub_source(hub))
+    app.router.add_get("/ws", hub.handle_ws)
+    app.on_shutdown.append(hub.shutdown)  # sockets closed with 1001 before the rest stops
     setup_routing(app, db, settings)
+    setup_campaigns(app, db, settings)  # e-mail campaigns: links, scheduler, bounces
+    # Before the PBX links start (lifecycle below), so no recording event is missed.
+    setup_recordings(app, db, settings, bus, app[CONTROL])
+    # Outbound call campaigns and automation rules (issue 8b); both push to the desktop.
+    setup_dialer(app, db, settings, bus, app[CONTROL], hub)
+    setup_automation(app, db, settings, bus, hub)
+    from cti.routing.api import SERVICE as ROUTING_SERVICE
+
+    app[ROUTING_SERVICE].observers.append(metrics.observe_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await directory.start()
         logger = CallLogger(db, CallLogConfig(callback_on_missed=rules.callback_on_missed))
-        bus.subscribe("call-log", logger.handle, "call.")
+        bus.subscribe("metrics", metrics.observe_event)
+        # Only where the events originate (the PBX link's holder): each call logged once.
+        bus.subscribe("call-log", local_only(logger.handle), "call.", "pbx.resynced")
+        # Screen pops and wallboards show every event, from this instance or another one.
+        await hub.start()
+        bus.subscribe("screenpop", hub.handle, "call.", "queue.", "agent.", "pbx.")
         simulator = None
         servers = list(settings.ami)
         if not servers and settings.simulate_pbx:
             simulator, server = await start_simulated_pbx(settings)
             servers = [server]
-        services = []
+        redis, bridge = None, None
+        if settings.redis_url:
+            from tamas.cluster import redis_client
+            from tamas.cluster.redis_bus import RedisBridge
+
+            redis = redis_client(settings.redis_url)
+            bridge = RedisBridge(
+                redis,
+                bus,
+                settings.instance_name,
+                stream=f"{settings.redis_prefix}:events",
+                maxlen=settings.cluster_stream_maxlen,
+            )
+            await bridge.start()
+            metrics.add_source(cluster_source(bridge, settings.instance_name))
         config = machine_config(rules, settings.phone_region, directory)
-        for server in servers:
-            svc = PbxService(server, bus, config)
-            services.append(svc)
-            pbxs[server.name] = Pbx(server.name, svc.link, svc.machine)
-            await svc.start()
+        links = PbxLinks(
+            servers,
+            bus,
+            config,
+            pbxs,
+            instance=settings.instance_name,
+            redis=redis,
+            prefix=settings.redis_prefix,
+            lease_ttl=settings.lease_ttl_seconds,
+        )
+        await links.start()
+        metrics.add_source(link_source(links))
+        metrics.add_source(bus_source(bus))
+        readiness.links, readiness.redis = links, redis
         log.info(
             "gateway started",
             extra={
                 "db": db.dialect,
                 "pbx": [s.name for s in servers] or "none",
                 "simulated": simulator is not None,
+                "instance": settings.instance_name,
+                "cluster": redis is not None,
             },
         )
         yield
-        for svc in services:
-            await svc.stop()
+        await links.stop()  # a lease holder releases it: another instance takes over now
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await bus.drain()  # the last events reach the call log and the cluster
+        if bridge is not None:
+            await bridge.stop()
+        if redis is not None:
+            await redis.aclose()
         if simulator is not None:
             await simulator.stop()
+        await hub.stop()
         await directory.stop()
         await bus.close()
         if database is None:

@@ -3,6 +3,12 @@ recordings and statistics subscribe.
 
 Each subscriber gets its own bounded queue and task, so a slow subscriber never delays the
 publisher or the others; when a queue is full the oldest event is dropped and counted.
+
+With several gateway instances (``TAMAS_REDIS_URL``), events produced on another instance
+are republished here too, marked with that instance's id in ``origin`` (tamas/cluster/).
+Subscribers that only show events (screen pops, wallboards) take all of them; subscribers
+with side effects (the call log) wrap their handler in :func:`local_only`, so each effect
+happens once, on the instance that holds the PBX link.
 """
 
 from __future__ import annotations
@@ -25,6 +31,22 @@ class DomainEvent(Protocol):
 
 
 Handler = Callable[[Any], Awaitable[None]]
+
+
+def is_local(event: Any) -> bool:
+    """Produced by this instance (not republished from another one)."""
+    return getattr(event, "origin", None) is None
+
+
+def local_only(handler: Handler) -> Handler:
+    """``handler`` for the events of this instance only (see the module docstring)."""
+
+    async def handle(event: Any) -> None:
+        if getattr(event, "origin", None) is None:
+            await handler(event)
+
+    handle.__name__ = getattr(handler, "__name__", "handle")
+    return handle
 
 
 @dataclass

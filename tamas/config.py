@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,150 @@ class CallRules(BaseModel):
     transfer_context: str = "tamas-transfer"
 
 
+class RecordingSettings(BaseModel):
+    """Call recordings (recordings/, asterisk-config/RECORDINGS.md): where the PBX's
+    MixMonitor files are seen from here, how they are stored, retried and kept.
+
+    The stored copies live in ``recordings_dir`` (default ``<data_dir>/recordings``)."""
+
+    enabled: bool = True
+    # The PBX's monitor directory as the PBX sees it: MIXMONITOR_FILENAME values start with
+    # it, and files the gateway starts itself are written there.
+    pbx_spool_dir: str = Field(default="/var/spool/asterisk/monitor", pattern=r"^/")
+    # The same directory as this machine sees it (shared volume or rsync target); None: the
+    # PBX's paths are valid here (same machine, or a volume mounted at the same path).
+    spool_dir: Path | None = None
+    # Per PBX (AMI server name), when several PBXs each have their own spool.
+    spool_dirs: dict[str, Path] = Field(default_factory=dict)
+    format: Literal["wav", "opus", "mp3"] = "opus"
+    bitrate: str = Field(default="24k", pattern=r"^[0-9]{1,4}k$")
+    # A file counts as complete once the call ended and it has not changed for this long.
+    stable_seconds: float = Field(default=3.0, ge=0)
+    # A file that is not there yet is looked for again until this long after the call.
+    missing_deadline_minutes: float = Field(default=60.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    workers: int = Field(default=2, ge=1, le=32)
+    delete_source: bool = False
+    retention_interval_minutes: float = Field(default=60.0, gt=0)
+    # Days to keep recordings no retention rule covers; None keeps them.
+    default_keep_days: int | None = Field(default=None, ge=1)
+    # Records (contact, account, lead, deal, case, activity) with this tag keep their
+    # calls' recordings whatever the rules say.
+    hold_tag: str = Field(default="keep-recordings", min_length=1, max_length=64)
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class LabelledCode(BaseModel):
+    """A code the PBX or the call log stores, with what agents read in each language."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    en: str = Field(min_length=1, max_length=80)
+    fa: str = Field(min_length=1, max_length=80)
+
+
+def _code(code: str, en: str, fa: str) -> LabelledCode:
+    return LabelledCode(code=code, en=en, fa=fa)
+
+
+class DesktopSettings(BaseModel):
+    """Lists the agent desktop offers (docs/desktop.md): a call's disposition codes (stored
+    on the call activity) and the reasons an agent may pause for (sent to the PBX)."""
+
+    dispositions: list[LabelledCode] = Field(
+        default_factory=lambda: [
+            _code("sale", "Sale", "فروش"),
+            _code("information", "Information given", "اطلاع‌رسانی"),
+            _code("resolved", "Problem resolved", "مشکل حل شد"),
+            _code("follow_up", "Needs follow-up", "نیاز به پیگیری"),
+            _code("complaint", "Complaint", "شکایت"),
+            _code("not_interested", "Not interested", "علاقه‌ای ندارد"),
+            _code("wrong_number", "Wrong number", "شماره اشتباه"),
+        ],
+        min_length=1,
+    )
+    pause_reasons: list[LabelledCode] = Field(
+        default_factory=lambda: [
+            _code("break", "Break", "استراحت"),
+            _code("lunch", "Lunch", "ناهار"),
+            _code("meeting", "Meeting", "جلسه"),
+            _code("training", "Training", "آموزش"),
+            _code("paperwork", "Paperwork", "کارهای اداری"),
+        ],
+        min_length=1,
+    )
+
+
+class WsSettings(BaseModel):
+    """The websocket of screen pops and wallboards (docs/websocket.md)."""
+
+    hello_timeout: float = Field(default=5.0, gt=0)
+    # Frames queued for one socket before it counts as fallen behind (closed with 4409).
+    send_queue: int = Field(default=256, ge=8)
+    # Per-user replay buffer: a reconnect within these bounds resumes, else a snapshot.
+    replay_events: int = Field(default=500, ge=0)
+    replay_bytes: int = Field(default=512 * 1024, ge=0)
+    replay_seconds: float = Field(default=600.0, ge=0)
+    # Open sockets' tokens, users, roles and teams are checked again this often.
+    revalidate_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    lookup_timeout: float = Field(default=2.0, gt=0)
+
+
+class DialerSettings(BaseModel):
+    """The outbound dialer (cti/dialer, docs/dialer.md)."""
+
+    enabled: bool = True
+    # How often the dialer looks for free agents and due customers (agent.state and
+    # call.ended events wake it at once as well).
+    tick_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A preview card no one acted on goes back to the list after this long.
+    offer_timeout_seconds: float = Field(default=300.0, gt=0)
+    # An originate with no call seen for this long (beyond the ring timeout) is given up.
+    stuck_seconds: float = Field(default=120.0, gt=0)
+
+
+class AutomationSettings(BaseModel):
+    """Automation rules (crm/automation, docs/automation.md)."""
+
+    enabled: bool = True
+    # How often scheduled rules are checked; each rule runs at its own ``every_minutes``.
+    tick_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class EmailSettings(BaseModel):
+    """E-mail campaigns (crm/campaigns/email, docs/campaigns.md): the SMTP server mail goes
+    through, the sender, the public address of the gateway in tracking and unsubscribe
+    links, and how bounces and replies come back."""
+
+    enabled: bool = True
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    from_address: str = Field(default="crm@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    from_name: str = Field(default="Tamas", max_length=200)
+    # Envelope sender (MAIL FROM): where bounces go; the From address when unset.
+    bounce_address: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    # Domain of our Message-IDs; the From address's domain when unset.
+    message_id_domain: str | None = None
+    # How customers reach the gateway from their mail client (open pixel, clicks,
+    # unsubscribe): the gateway's public https address.
+    public_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://[^\s]+$")
+    # Pace of a campaign unless the campaign sets its own.
+    rate_per_minute: int = Field(default=60, ge=1, le=100_000)
+    # Shared secret of POST /email/inbound (the MTA pipes bounces and replies there);
+    # unset: the endpoint is off (admins can still post to /api/v1/email/inbound).
+    inbound_secret: str | None = Field(default=None, min_length=16)
+    # A maildir the MTA delivers bounces and replies to, polled every poll_seconds.
+    maildir: Path | None = None
+    poll_seconds: float = Field(default=30.0, gt=0)
+    # How often scheduled campaigns are started and interrupted ones resumed.
+    scheduler_seconds: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -69,6 +213,7 @@ class Settings(BaseSettings):
     # Route when no rule decides or the deadline passes (asterisk-config/extensions_tamas.conf).
     agi_default_queue: str = Field(default="sales", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     recordings_dir: Path | None = None
+    recordings: RecordingSettings = Field(default_factory=RecordingSettings)
     phone_region: str = Field(default="IR", pattern=r"^[A-Z]{2}$")
     timezone: str = "Asia/Tehran"
     log_level: LogLevel = "INFO"
@@ -78,7 +223,18 @@ class Settings(BaseSettings):
     calls: CallRules = Field(default_factory=CallRules)
     simulate_pbx: bool = True
     simulated_calls_per_minute: float = Field(default=2.0, ge=0)
+    # Several gateway instances (docs/CAPACITY.md): Redis carries events between them and
+    # a lease per PBX decides which one holds its AMI link. Unset: one instance, no Redis.
     redis_url: str | None = None
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_prefix: str = Field(default="tamas", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    lease_ttl_seconds: float = Field(default=5.0, ge=0.5, le=300)
+    cluster_stream_maxlen: int = Field(default=100_000, ge=1000)
+    desktop: DesktopSettings = Field(default_factory=DesktopSettings)
+    ws: WsSettings = Field(default_factory=WsSettings)
+    dialer: DialerSettings = Field(default_factory=DialerSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -108,6 +264,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tamas.db').resolve()}"
+
+    @property
+    def instance_name(self) -> str:
+        """This instance in the cluster: ``instance_id``, else host name and process id."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def recordings_path(self) -> Path:

@@ -35,11 +35,16 @@ async def check_schema(db: Database) -> None:
 
 def run(settings: Settings) -> None:
     settings.ensure_secret()
-    db = Database(settings.db_url)
-    try:
-        asyncio.run(check_schema(db))
-    finally:
-        asyncio.run(db.dispose())
+
+    async def check() -> None:
+        # Check and dispose on one loop: asyncpg connections cannot close on another one.
+        db = Database(settings.db_url)
+        try:
+            await check_schema(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(check())
     app = create_app(settings)
     log.info("listening", extra={"url": f"http://{settings.http_host}:{settings.http_port}/"})
     web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, access_log=None)

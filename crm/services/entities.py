@@ -218,6 +218,8 @@ _add(
             "due_at",
             "occurred_at",
             "external_number",
+            "pbx",
+            "call_uid",
         },
         ("id", "occurred_at", "created_at", "due_at"),
         lambda r: [r.subject, r.body, r.disposition],

@@ -29,7 +29,9 @@ from crm.models import (
 )
 from crm.permissions import Principal
 from crm.schemas import AccountIn, ContactIn, DealIn, PhoneIn
+from crm.services import changes as changes_bus
 from crm.services import phones, records
+from crm.services.changes import RecordChanged
 from crm.services.entities import SPECS
 
 
@@ -159,6 +161,8 @@ async def convert_lead(
         deal_id=new_deal.id if new_deal else None,
         activities_moved=moved,
     )
+    status_change = {"status": [before["status"], lead.status]}
+    changes_bus.note(session, RecordChanged("lead", lead.id, "update", status_change, p.user_id))
     return {
         "contact_id": contact.id,
         "account_id": account.id if account else None,

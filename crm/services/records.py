@@ -26,7 +26,9 @@ from crm.models import Deal, Phone, Pipeline, Stage, Team, User, utcnow
 from crm.money import format_amount
 from crm.permissions import PermissionDenied, Principal, mask_phone, mask_value
 from crm.search import index_record, matching_ids, unindex_record
+from crm.services import changes as changes_bus
 from crm.services import extras, phones
+from crm.services.changes import RecordChanged
 from crm.services.entities import SPECS, EntitySpec
 from crm.textfold import fold
 
@@ -526,7 +528,9 @@ async def create(
         raise PermissionDenied(f"the new {spec.name} would be outside what you may see")
     await reindex(session, spec, obj, normalized)
     after = await snapshot(session, spec, obj)
-    audit.record(session, p.user_id, audit_action, spec.name, obj.id, audit.diff({}, after))
+    created = audit.diff({}, after)
+    audit.record(session, p.user_id, audit_action, spec.name, obj.id, created)
+    changes_bus.note(session, RecordChanged(spec.name, obj.id, "create", created, p.user_id))
     return obj
 
 
@@ -602,6 +606,7 @@ async def update(
     changes = audit.diff(before, after)
     if changes:
         audit.record(session, p.user_id, "update", spec.name, obj.id, changes)
+        changes_bus.note(session, RecordChanged(spec.name, obj.id, "update", changes, p.user_id))
     return obj
 
 

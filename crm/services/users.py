@@ -12,6 +12,8 @@ from crm.errors import Conflict, NotFound, ValidationFailed
 from crm.models import Device, Role, Team, TeamMember, User
 from crm.permissions import Principal
 from crm.schemas import DeviceIn, TeamIn, UserIn
+from crm.services import changes as changes_bus
+from crm.services.changes import UserDeactivated
 
 
 def present_user(user: User) -> dict[str, Any]:
@@ -137,9 +139,12 @@ async def update_user(
     if "is_active" in fields and fields["is_active"] is not None:
         if not fields["is_active"] and user.id == p.user_id:
             raise ValidationFailed.one("is_active", "you cannot deactivate yourself")
+        was_active = user.is_active
         user.is_active = fields["is_active"]
         if not user.is_active:
             await auth.revoke_all(session, user.id)
+            if was_active:  # automation reassigns their records once this commits
+                changes_bus.note(session, UserDeactivated(user.id, p.user_id))
     await session.flush()
     await session.refresh(user, ["devices", "teams"])
     changes = audit.diff(before, present_user(user))

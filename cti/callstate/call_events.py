@@ -100,7 +100,13 @@ class _CallEvents(_Lifecycle):
         if kind == VAR_RECORDING:
             if value and value != call.recording:
                 call.recording = value
-                out.append(CallUpdated(at=t, call_id=call.call_id, changes={"recording": value}))
+                out.append(
+                    CallUpdated(
+                        at=t,
+                        call_id=call.call_id,
+                        changes={"recording": value, "recording_channel": ch.name},
+                    )
+                )
         elif kind == VAR_DID:
             if value and call.did is None:
                 call.did = value
@@ -285,7 +291,11 @@ class _CallEvents(_Lifecycle):
             CallUpdated(
                 at=t,
                 call_id=call.call_id,
-                changes={"recording_active": active, "recording": call.recording},
+                changes={
+                    "recording_active": active,
+                    "recording": call.recording,
+                    "recording_channel": ch.name if ch is not None else None,
+                },
             )
         )
 
@@ -294,6 +304,28 @@ class _CallEvents(_Lifecycle):
 
     def _on_mixmonitor_stop(self, get: Getter, t: float, out: Out) -> None:
         self._mixmonitor(get, t, out, False)
+
+    def _on_mixmonitor_mute(self, get: Getter, t: float, out: Out) -> None:
+        """The recording went silent (card numbers) or came back: recordings/ keeps the
+        pauses. Muting one direction only still records the other party, so only
+        ``both`` counts as a pause."""
+        ch = self._chan(get, t, out, create=False)
+        call = self._calls.get(ch.call_id) if ch is not None else None
+        if call is None or ch is None:
+            return
+        if (get("direction") or "both").lower() != "both":
+            return
+        out.append(
+            CallUpdated(
+                at=t,
+                call_id=call.call_id,
+                changes={
+                    "recording_muted": (get("state") or "0") in ("1", "true", "yes", "on"),
+                    "recording": call.recording,
+                    "recording_channel": ch.name,
+                },
+            )
+        )
 
     def _on_originateresponse(self, get: Getter, t: float, out: Out) -> None:
         # Never creates state: a failed originate reports channels that are already gone.

@@ -75,6 +75,7 @@ class CallStateMachine(_CallEvents, _QueueEvents):
             "Unhold": self._on_unhold,
             "MixMonitorStart": self._on_mixmonitor_start,
             "MixMonitorStop": self._on_mixmonitor_stop,
+            "MixMonitorMute": self._on_mixmonitor_mute,
             "OriginateResponse": self._on_originateresponse,
             "QueueCallerJoin": self._on_queuecallerjoin,
             "QueueCallerLeave": self._on_queuecallerleave,
@@ -213,6 +214,7 @@ class CallStateMachine(_CallEvents, _QueueEvents):
                 reason="snapshot",
                 open_calls=len(self._calls),
                 closed_calls=tuple(closed),
+                open_call_ids=tuple(self._calls),
                 queues=tuple(sorted(self._queues)),
                 agents=len(self._agents),
             )

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
@@ -336,6 +336,7 @@ SQL_CAPS = (
 )
 
 Fetch = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
+T = TypeVar("T")
 
 
 def _contact_row(row: Sequence[Any]) -> RecordInfo:
@@ -514,14 +515,21 @@ class AsyncReader:
         async with self.db.engine.connect() as conn:
             return await conn.run_sync(fn)
 
-    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
-        def go(conn: Connection) -> CallerData:
+    async def read(self, fn: Callable[[Fetch], T]) -> T:
+        """``fn(fetch)`` on this reader's connection: plain SQL with ``:named`` parameters,
+        the same text on every backend (the screen pop's customer summary uses it too)."""
+
+        def go(conn: Connection) -> T:
             def fetch(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
                 return conn.execute(self._text(sql), params).all()
 
-            return read_caller(fetch, keys, needs, now_utc)
+            return fn(fetch)
 
-        return await self.run(go)
+        result: T = await self.run(go)
+        return result
+
+    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+        return await self.read(lambda fetch: read_caller(fetch, keys, needs, now_utc))
 
     async def close(self) -> None:
         return None
@@ -551,32 +559,40 @@ class SqliteDirectReader(AsyncReader):
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: the hot index pages stay here
         return conn
 
-    def _read(
-        self, conn: sqlite3.Connection, keys: Sequence[str], needs: Needs, now_utc: dt.datetime
-    ) -> CallerData:
+    @staticmethod
+    def _run_on(conn: sqlite3.Connection, fn: Callable[[Fetch], T]) -> T:
         def fetch(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
             return conn.execute(sql, params).fetchall()
 
-        return read_caller(fetch, keys, needs, now_utc, sqlite_time)
+        return fn(fetch)
 
-    def _read_waiting(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+    def _read_waiting(self, fn: Callable[[Fetch], T]) -> T:
         conn = self._connect(1000)
         try:
-            return self._read(conn, keys, needs, now_utc)
+            return self._run_on(conn, fn)
         finally:
             conn.close()
 
-    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+    def read_now(self, fn: Callable[[Fetch], T]) -> T:
+        """``fn(fetch)`` right here, without yielding to the event loop (the screen pop
+        saves a loop turn with it); raises ``sqlite3.OperationalError`` when the database
+        is busy, and the caller then uses :meth:`read`."""
         if self._conn is None:
             self._conn = self._connect(0)
+        return self._run_on(self._conn, fn)
+
+    async def read(self, fn: Callable[[Fetch], T]) -> T:
         try:
-            return self._read(self._conn, keys, needs, now_utc)
+            return self.read_now(fn)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
         self.busy_retries += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._read_waiting, keys, needs, now_utc)
+        return await loop.run_in_executor(self._pool, self._read_waiting, fn)
+
+    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+        return await self.read(lambda fetch: read_caller(fetch, keys, needs, now_utc, sqlite_time))
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -626,7 +642,7 @@ class PostgresReader(AsyncReader):
                     )
         return self._pool
 
-    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+    async def read(self, fn: Callable[[Fetch], T]) -> T:
         from sqlalchemy.util import await_only, greenlet_spawn
 
         pool = await self._acquire_pool()
@@ -637,8 +653,11 @@ class PostgresReader(AsyncReader):
                 rows = await_only(pg.fetch(query, *(params[n] for n in names)))
                 return [tuple(r) for r in rows]
 
-            result: CallerData = await greenlet_spawn(read_caller, fetch, keys, needs, now_utc)
+            result: T = await greenlet_spawn(fn, fetch)
             return result
+
+    async def caller(self, keys: Sequence[str], needs: Needs, now_utc: dt.datetime) -> CallerData:
+        return await self.read(lambda fetch: read_caller(fetch, keys, needs, now_utc))
 
     async def close(self) -> None:
         if self._pool is not None:

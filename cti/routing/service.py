@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -219,6 +219,8 @@ class RoutingService:
         if self.writer is not None:
             self.builder.pending_caps = self.writer.pending_caps
         self.counters: collections.Counter[str] = collections.Counter()
+        # Called with every live decision (tamas/metrics.py: the AGI route latency histogram).
+        self.observers: list[Callable[[Outcome], None]] = []
 
     async def start(self) -> None:
         if self.writer is not None:
@@ -271,7 +273,13 @@ class RoutingService:
         if decision.fallback:
             self.counters["fallbacks"] += 1
         duration_ms = (time.perf_counter() - started) * 1000
-        return Outcome(decision, duration_ms, now_utc)
+        outcome = Outcome(decision, duration_ms, now_utc)
+        for observe in self.observers:
+            try:
+                observe(outcome)
+            except Exception:
+                log.exception("routing observer failed")
+        return outcome
 
     def store(self, call: CallInfo, outcome: Outcome) -> None:
         """Queue the decision for the decision log (written in the background)."""

@@ -8,7 +8,8 @@ Three ways to use it:
 * replay: ``SimulatedPbx(replay="trace.ami", chunking=Chunking(low=1, high=4096))`` streams
   a recorded trace byte for byte after login (``multiply()`` builds bigger loads);
 * misbehaviour: ``drop_connections()``, ``restart()``, ``ping_enabled = False``,
-  ``response_delay``, ``silent``.
+  ``response_delay``, ``silent``; outside numbers that are busy or never answer: AstDB
+  ``lab/outside/<number>`` = ``busy`` / ``noanswer`` (``pbx.state.db``).
 
 ``python -m cti.simulator --help`` runs it by hand.
 """

@@ -344,6 +344,7 @@ class PbxActions:
         file = m.get("File") or f"{chan.uniqueid}.wav"
         path = file if file.startswith("/") else f"{self.config.spool}/{file}"
         self._send(s, response(m.action_id, None))
+        chan.mixmonitor = path
         self.engine.setvar(chan, "MIXMONITOR_FILENAME", path, always=True)
         self.engine.chan_ev("MixMonitorStart", chan)
 
@@ -351,9 +352,10 @@ class PbxActions:
         chan = self._channel_or_error(s, m)
         if chan is None:
             return
-        if "MIXMONITOR_FILENAME" not in chan.variables:
+        if not chan.mixmonitor:
             self._send(s, error(m.action_id, "Could not stop monitoring channel"))
             return
+        chan.mixmonitor = ""
         self._send(s, response(m.action_id, None))
         self.engine.chan_ev("MixMonitorStop", chan)
 
@@ -367,7 +369,13 @@ class PbxActions:
                 s, error(m.action_id, "Invalid direction specified. Must be read, write or both")
             )
             return
-        state = (m.get("State") or "1").lower() in ("1", "true", "yes", "on")
+        if not m.get("State"):
+            self._send(s, error(m.action_id, "No state specified"))
+            return
+        if not chan.mixmonitor:  # app_mixmonitor.c: no MixMonitor audiohook on the channel
+            self._send(s, error(m.action_id, "Cannot set mute flag"))
+            return
+        state = (m.get("State") or "").lower() in ("1", "true", "yes", "on")
         self._send(s, response(m.action_id, None))
         self.engine.chan_ev(
             "MixMonitorMute", chan, [("Direction", direction), ("State", "1" if state else "0")]

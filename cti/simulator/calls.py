@@ -531,6 +531,11 @@ class CallEngine(EngineBase):
             ring_s = 1.0 if ring is None else ring
             dial_string = f"{target}@{cfg.trunk}" if not cfg.local else "s@caller-sim"
             caller = (target, "<unknown>")
+            outside = self.outside_behaviour(target)
+            if outside == "busy":
+                ring_s = min(ring_s, 0.5)  # the far end answers 486 Busy Here at once
+            elif outside == "noanswer":
+                answers = False
         leg = self.new_leg(
             call,
             resource=resource,
@@ -570,6 +575,9 @@ class CallEngine(EngineBase):
             if hit is leg and req.kind == "hangup":
                 self._cancel_ringing(call, src_chan, [leg], "BUSY")
                 return None
+        if agent is None and self.outside_behaviour(target) == "busy":
+            self._cancel_ringing(call, src_chan, [leg], "BUSY", cause=17)
+            return None
         if not answers or ring_s > ring_timeout:
             self._cancel_ringing(call, src_chan, [leg], "NOANSWER")
             return None
@@ -774,7 +782,8 @@ class CallEngine(EngineBase):
             call.outcome = "cancelled"
             return
         if other is None:
-            self.setvar(chan, "DIALSTATUS", "NOANSWER")
+            busy = not target_is_agent and self.outside_behaviour(number) == "busy"
+            self.setvar(chan, "DIALSTATUS", "BUSY" if busy else "NOANSWER")
             self.hangup_request(leg)
             self.hangup_leg(leg)
             call.outcome = "no_answer"

@@ -434,9 +434,8 @@ class EngineBase:
 
     def _mixmonitor(self, chan: Channel, context: str, prio: int) -> None:
         self.dialplan(chan, context, chan.exten, prio, "MixMonitor", f"{chan.uniqueid}.wav,b")
-        self.setvar(
-            chan, "MIXMONITOR_FILENAME", f"{self.cfg.spool}/{chan.uniqueid}.wav", always=True
-        )
+        chan.mixmonitor = f"{self.cfg.spool}/{chan.uniqueid}.wav"
+        self.setvar(chan, "MIXMONITOR_FILENAME", chan.mixmonitor, always=True)
         self.chan_ev("MixMonitorStart", chan)
 
     def _ring_seconds(self, agent: Agent | None) -> float:
@@ -448,13 +447,20 @@ class EngineBase:
                 return float(override)
         return agent.ring_seconds
 
-    def _cancel_ringing(self, call: SimCall, src: Channel, legs: list[Leg], status: str) -> None:
+    def outside_behaviour(self, number: str) -> str | None:
+        """How an outside number answers a call from the PBX: the AstDB ``lab/outside/<n>``
+        value, ``busy`` (486, cause 17) or ``noanswer`` (rings out); None: it answers."""
+        return self.state.db.get(f"lab/outside/{number}")
+
+    def _cancel_ringing(
+        self, call: SimCall, src: Channel, legs: list[Leg], status: str, cause: int | None = None
+    ) -> None:
         for leg in legs:
             self.ev(
                 "DialEnd", "call,all", *self.dial_pairs(src, leg.chan), [("DialStatus", status)]
             )
             self.hangup_request(leg, 0)
-            self.hangup_leg(leg, 0 if status == "CANCEL" else 16)
+            self.hangup_leg(leg, cause if cause is not None else 0 if status == "CANCEL" else 16)
             if leg in call.legs:
                 call.legs.remove(leg)
 

@@ -77,6 +77,7 @@ class Channel:
     hangup_at: int = 0
     variables: dict[str, str] = field(default_factory=dict)
     is_local: bool = False
+    mixmonitor: str = ""  # the file of the MixMonitor running on it ("" when none)
 
     def snapshot(self, prefix: str = "") -> Pairs:
         """``ast_manager_build_channel_state_string_prefix``: the block every event repeats."""
