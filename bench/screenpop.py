@@ -10,8 +10,10 @@ What runs, all on loopback, in one run:
 * the gateway (``tamas.app.create_app``, the real thing: AMI link, call-state machine, bus,
   call log, screen-pop hub, routing) in its own process, on a SQLite database built once and
   cached under ``bench/.data/``: 1,000,000 contacts (1.5 M phones, 10 % with an account),
-  100,000 leads, deals, cases, tags, ~0.9 M activities, 1,000 agents with a phone each in 20
-  teams/queues of 50, 20 supervisors and an admin, and a login token for each;
+  100,000 leads, deals, cases, tags, ~0.9 M activities, 1,000 agents with a phone each in 100
+  teams of 10, each team with its queue (the simulator's queues ring for one caller at a
+  time, so it takes many to carry 50 calls/s), a supervisor per team and an admin, and a
+  login token for each;
 * the SIMULATED PBX (``cti.simulator``, real AMI over TCP) in this process, calling the
   gateway's queues at ``--rate`` new calls/s (Poisson arrivals; 90 % of callers are known
   contacts or leads, in random number formats; agents answer after 0.5-2 s, talk 5-15 s);
@@ -24,7 +26,14 @@ pop frame (the same clock: both ends are in this process). Next to it, in the sa
 under the same load: the websocket round trip of a bare aiohttp echo server (its own
 process) and of the gateway's own ``ping``/``pong`` on agents' sockets. Printed: p50, p90,
 p99, max, the ratio to the bare echo, pops missing, and the CPU used by each process.
-Exit status 1 if a ring got no pop, or if the pop p99 is over 10 ms (``--target-ms``).
+Also printed: the gateway main thread's time running and waiting for a CPU (other jobs on
+the machine), its full garbage collections, the bus subscribers' backlog and the hub's own
+figure (ring event read to pop queued for the socket). Exit status 1 if a ring got no pop, or
+if the pop p99 is over 10 ms (``--target-ms``).
+
+Diagnostics (environment): ``SCREENPOP_PROFILE=file`` cProfiles the gateway during the
+measurement; ``SCREENPOP_SLOW_MS=40`` logs event-loop callbacks slower than that;
+``SCREENPOP_GC_TYPES=1`` counts the gateway's objects by type at the end.
 
     .venv/bin/python bench/screenpop.py                  # the full run (~2 min + first build)
     .venv/bin/python bench/screenpop.py --quick          # smoke test, small numbers
@@ -288,14 +297,16 @@ def build_sqlite(path: Path, n: int, agents: int, seed: int) -> dict[str, Any]:
 # --- the gateway and the bare echo server (child processes) ----------------------------------
 
 
-async def serve_gateway(db_path: Path, ami_port: int, http_port: int, data_dir: Path) -> None:
+async def serve_gateway(
+    db_path: Path, ami_port: int, http_port: int, data_dir: Path, disabled: Sequence[str] = ()
+) -> None:
     import logging
 
     from aiohttp import web
 
     from cti.api import CONTROL
     from screenpop.hub import HUB
-    from tamas.app import create_app
+    from tamas.app import BUS, create_app
     from tamas.config import AmiServer, RecordingSettings, Settings
 
     logging.basicConfig(level=logging.WARNING)
@@ -318,7 +329,28 @@ async def serve_gateway(db_path: Path, ami_port: int, http_port: int, data_dir: 
             )
         ],
     )
+    import gc
+
+    gc_pauses: list[tuple[int, float, int]] = []  # (generation, seconds, objects tracked)
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            gc_pauses.append(
+                (2, time.perf_counter() - gc_started[0], len(gc.get_objects(generation=2)))
+            )
+
+    gc.callbacks.append(on_gc)
+    for name in disabled:  # --disable dialer,automation: a comparison without them
+        getattr(settings, name).enabled = False
     app = create_app(settings)
+    if os.environ.get("SCREENPOP_SLOW_MS"):  # which callbacks hold the event loop up
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(os.environ["SCREENPOP_SLOW_MS"]) / 1000
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
     profile_to = os.environ.get("SCREENPOP_PROFILE")
     if profile_to:  # where the gateway's time goes during the measurement (SIGUSR1..SIGUSR2)
         import cProfile
@@ -344,6 +376,13 @@ async def serve_gateway(db_path: Path, ami_port: int, http_port: int, data_dir: 
     loop.add_reader(sys.stdin.fileno(), lambda: _stdin_closed(done))
     await done.wait()
     print("STATS " + json.dumps(app[HUB].stats()), flush=True)
+    print("BUS " + json.dumps(app[BUS].stats()), flush=True)
+    print("GC " + json.dumps(gc_pauses[-20:]), flush=True)
+    if os.environ.get("SCREENPOP_GC_TYPES"):
+        import collections
+
+        kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        print("GCTYPES " + json.dumps(kinds.most_common(25)), flush=True)
     await runner.cleanup()
 
 
@@ -531,6 +570,30 @@ def line(name: str, values: Sequence[float]) -> str:
     )
 
 
+def summary_reads(path: Path, contacts: int, count: int, seed: int) -> list[float]:
+    """The pop's database part alone: ``read_summary`` for random callers on a sqlite3
+    connection as the hub's reader opens it (ms each, after a warm-up of the same size)."""
+    from screenpop.summary import read_summary
+
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute("PRAGMA cache_size=-65536")
+
+    def fetch(sql: str, params: dict[str, Any]) -> Any:
+        return conn.execute(sql, params).fetchall()
+
+    rng = random.Random(seed)
+    out: list[float] = []
+    for i in range(2 * count):
+        key = mobile_of(rng.randint(1, contacts))
+        started = time.perf_counter()
+        read_summary(fetch, [key], (), ("bench", "x"))
+        if i >= count:
+            out.append((time.perf_counter() - started) * 1000)
+    conn.close()
+    return out
+
+
 async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) -> int:
     import aiohttp
 
@@ -571,8 +634,14 @@ async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) 
     data_dir = Path(tempfile.mkdtemp(prefix="screenpop-bench-"))
     load_before = os.getloadavg()
     print(f"machine: {machine()}, load average {load_before[0]:.2f} {load_before[1]:.2f}")
+    reads = summary_reads(path, args.contacts, 2000, args.seed)
     gateway = await spawn(
-        "--serve-gateway", str(path), str(pbx.port), str(http_port), str(data_dir)
+        "--serve-gateway",
+        str(path),
+        str(pbx.port),
+        str(http_port),
+        str(data_dir),
+        ",".join(args.disable),
     )
     echo = await spawn("--serve-echo", str(echo_port))
     url = f"http://127.0.0.1:{http_port}/ws"
@@ -631,9 +700,14 @@ async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) 
 
         async def traffic(seconds: float) -> int:
             count = 0
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                await asyncio.sleep(numbers.expovariate(args.rate))
+            due = time.perf_counter()
+            end = due + seconds
+            while True:
+                # Arrival times are drawn ahead, so a late wake-up does not lower the rate.
+                due += numbers.expovariate(args.rate)
+                if due >= end:
+                    break
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 queue = f"q{numbers.randint(1, lay['teams']):02d}"
                 pbx.inbound_call(caller(), "", queue=queue, talk=numbers.uniform(5, 15))
                 count += 1
@@ -672,6 +746,7 @@ async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) 
               f" rings {len(measured_rings):,},"
               f" pops measured {len(clients.pops):,}, missing {len(missing)}")  # fmt: skip
         print(line("ring -> pop (AMI socket to client)", clients.pops))
+        print(line("customer summary read alone", reads))
         print(line("bare websocket echo round trip", clients.echoes))
         print(line("gateway ping/pong round trip", clients.pongs))
         if clients.pops and clients.echoes:
@@ -708,6 +783,12 @@ async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) 
         for text in lines:
             if text.startswith("STATS "):
                 print("hub:", text[6:])
+            elif text.startswith("GCTYPES "):
+                print("gateway tracked objects by type:", text[8:])
+            elif text.startswith("GC "):
+                print("gateway gen-2 collections (gen, s, objects):", text[3:])
+            elif text.startswith("BUS "):
+                print("bus subscribers (queued, dropped, failed):", text[4:])
     return status
 
 
@@ -715,7 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--serve-gateway"]:
         db, ami, http, data = argv[1:5]
-        asyncio.run(serve_gateway(Path(db), int(ami), int(http), Path(data)))
+        disabled = [d for d in (argv[5] if len(argv) > 5 else "").split(",") if d]
+        asyncio.run(serve_gateway(Path(db), int(ami), int(http), Path(data), disabled))
         return 0
     if argv[:1] == ["--serve-echo"]:
         asyncio.run(serve_echo(int(argv[1])))
@@ -731,6 +813,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
     ap.add_argument("--quick", action="store_true", help="small numbers: a smoke test")
+    ap.add_argument(
+        "--disable",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        help="gateway parts to switch off for a comparison: dialer,automation",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.contacts, args.agents = min(args.contacts, 20_000), min(args.agents, 100)

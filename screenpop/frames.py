@@ -17,7 +17,7 @@ from cti import domain_events as de
 from cti.directory import user_id_of
 from screenpop.directory import Directory
 from screenpop.state import AgentView, LiveCall, Pop, QueueView
-from screenpop.summary import Summary, hidden_fields, masks_phones, view
+from screenpop.summary import Masks, Summary, view
 
 
 class Frames:
@@ -29,6 +29,7 @@ class Frames:
         # Member names of agents the CRM does not know come from the live state.
         self.agents: dict[str, AgentView] = agents if agents is not None else {}
         self._displays: dict[str, str] = {}
+        self._numbers: dict[tuple[str | None, str | None, bool], dict[str, Any]] = {}
 
     # -- small objects --------------------------------------------------------------------
     def _display(self, e164: str) -> str:
@@ -44,6 +45,16 @@ class Frames:
         return shown
 
     def number(self, raw: str | None, e164: str | None, masked: bool = False) -> dict[str, Any]:
+        """``{"raw", "e164", "display"}`` (shared, read-only: callers never change it)."""
+        key = (raw, e164, masked)
+        out = self._numbers.get(key)
+        if out is None:
+            if len(self._numbers) >= 50_000:
+                self._numbers.clear()
+            out = self._numbers[key] = self._number(raw, e164, masked)
+        return out
+
+    def _number(self, raw: str | None, e164: str | None, masked: bool) -> dict[str, Any]:
         display: str | None = raw
         if e164 and e164.startswith("+"):
             display = self._display(e164)
@@ -60,13 +71,11 @@ class Frames:
         view = self.agents.get(agent)
         return self.directory.agent_ref(agent, view.member_name if view else None)
 
-    def _call_number(self, call: LiveCall, p: Principal | None) -> dict[str, Any]:
+    def _call_number(self, call: LiveCall, masks: Masks) -> dict[str, Any]:
         summary: Summary | None = call.summary
-        types = [m.type for m in summary.matches] if summary else []
-        if summary is None and p is not None:
-            types = ["contact"]  # not looked up (yet): as careful as for a contact
-        masked = p is not None and masks_phones(p, types)
-        return self.number(call.number_raw, call.number_e164, masked)
+        # not looked up (yet): as careful as for a contact
+        types = [m.type for m in summary.matches] if summary else ["contact"]
+        return self.number(call.number_raw, call.number_e164, masks.number(types))
 
     # -- pops -----------------------------------------------------------------------------
     def pop(self, call: LiveCall, pop: Pop, p: Principal) -> dict[str, Any]:
@@ -81,7 +90,7 @@ class Frames:
             "call_id": call.call_id,
             "state": pop.state,
             "direction": call.direction,
-            "number": self._call_number(call, p),
+            "number": self._call_number(call, Masks.of(p)),
             "caller_name": call.caller_name,
             "did": call.did,
             "queue": call.queue,
@@ -115,7 +124,7 @@ class Frames:
         }
         for key, value in changes.items():
             if key in ("number_e164", "number_raw"):
-                out["number"] = self._call_number(call, p)
+                out["number"] = self._call_number(call, Masks.of(p))
             elif key == "transfer":
                 out["transfer"] = {
                     "kind": value.get("kind"),
@@ -151,28 +160,27 @@ class Frames:
             "wait_seconds": ev.wait_seconds,
             "activity_id": activity_id,
             "direction": ev.direction or call.direction,
-            "number": self._call_number(call, p),
+            "number": self._call_number(call, Masks.of(p)),
             "queue": ev.queue or call.queue,
             "ended_at": ev.ended_at or ev.at,
         }
 
     # -- calls ----------------------------------------------------------------------------
-    def call_signature(self, call: LiveCall, p: Principal) -> tuple[bool, bool]:
+    def call_signature(self, call: LiveCall, masks: Masks) -> tuple[bool, bool]:
         """What makes two users' ``call.live`` of this call differ (masking)."""
         summary: Summary | None = call.summary
         types = [m.type for m in summary.matches] if summary else ["contact"]
         best = summary.best if summary else None
-        hides_name = best is not None and "name" in hidden_fields(p, best.type)
-        return masks_phones(p, types), hides_name
+        return masks.number(types), best is not None and best.type in masks.names
 
-    def call(self, call: LiveCall, p: Principal) -> dict[str, Any]:
+    def call(self, call: LiveCall, masks: Masks) -> dict[str, Any]:
         """A call of the live list (``call.live`` without seq; snapshot ``calls``)."""
         summary: Summary | None = call.summary
         best = summary.best if summary else None
         customer: dict[str, Any] | None = None
         if best is not None:
             customer = {"type": best.type, "id": best.id}
-            if "name" not in hidden_fields(p, best.type):
+            if best.type not in masks.names:
                 customer["name"] = best.fields.get("name")
         return {
             "type": "call.live",
@@ -183,7 +191,7 @@ class Frames:
             "agent": self.agent(call.agent()),
             "ringing": [self.agent(a) for a in call.ringing],
             "queue": call.queue,
-            "number": self._call_number(call, p),
+            "number": self._call_number(call, masks),
             "caller_name": call.caller_name,
             "did": call.did,
             "started_at": call.started_at,

@@ -59,13 +59,14 @@ from screenpop.state import (
     PopOpened,
     PopUpdated,
     QueueChanged,
+    QueueView,
     local_day,
 )
 from screenpop.summary import (
     FAILED,
+    Masks,
     Summary,
     forced_records,
-    masks_phones,
     read_activity_id,
     read_summary,
 )
@@ -104,6 +105,10 @@ class HubSettings:
     lookup_timeout: float = 2.0
     close_timeout: float = 5.0
     activity_wait: float = 1.0  # how long call.ended waits for the call log's row
+    # queue.stats of a queue at most this often (the machine reports every change)
+    queue_stats_interval: float = 0.25
+    # call.live / call.gone of a call at most this often
+    call_live_interval: float = 0.1
 
     @classmethod
     def of(cls, ws: Any) -> HubSettings:
@@ -147,7 +152,17 @@ def parse_hello(text: str | bytes) -> Hello | str:
 class Client:
     """One websocket: a bounded queue of frames and the task that writes them."""
 
-    __slots__ = ("closed", "hub", "queue", "session", "task", "token", "transport", "wake", "ws")
+    __slots__ = (
+        "closed",
+        "hub",
+        "queue",
+        "session",
+        "task",
+        "token_hash",
+        "transport",
+        "wake",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -161,7 +176,7 @@ class Client:
         self.ws = ws
         self.transport = transport
         self.session = session
-        self.token = token
+        self.token_hash = token_hash(token)  # what revalidation looks up (tokens are hashed)
         self.queue: deque[str] = deque()
         self.wake = asyncio.Event()
         self.closed = False
@@ -231,7 +246,15 @@ class Client:
 class UserSession:
     """Everything of one user across their tabs: permissions, stream and sockets."""
 
-    __slots__ = ("clients", "idle_since", "phones_masked", "principal", "stream", "viewer")
+    __slots__ = (
+        "clients",
+        "idle_since",
+        "masks",
+        "phones_masked",
+        "principal",
+        "stream",
+        "viewer",
+    )
 
     def __init__(self, principal: Principal, viewer: Viewer, stream: SeqStream) -> None:
         self.stream = stream
@@ -242,8 +265,9 @@ class UserSession:
     def set_principal(self, principal: Principal, viewer: Viewer) -> None:
         self.principal = principal
         self.viewer = viewer
+        self.masks = Masks.of(principal)
         # Whether the user sees customers' numbers masked (queue callers, wallboards).
-        self.phones_masked = masks_phones(principal, ALL_TYPES)
+        self.phones_masked = self.masks.number(ALL_TYPES)
 
     @property
     def user_id(self) -> int:
@@ -359,7 +383,12 @@ class Hub:
         # Seconds from the ring event's arrival (the machine's clock) to its pop being queued.
         self.pop_delays: deque[float] = deque(maxlen=10_000)
         self._burst = 0
+        self._popped = False
         self._auth_slots = asyncio.Semaphore(4)
+        self._dirty_queues: dict[str, QueueView] = {}
+        self._queue_flush: asyncio.TimerHandle | None = None
+        self._dirty_calls: dict[tuple[str, str], CallChanged] = {}
+        self._call_flush: asyncio.TimerHandle | None = None
         self.lookups = 0
         # Seconds from ringing to the pop sent, per pop (tamas/metrics.py: pop latency).
         self.pop_observers: list[Callable[[float], None]] = []
@@ -377,6 +406,9 @@ class Hub:
 
     async def stop(self) -> None:
         await self.shutdown()
+        for handle in (self._queue_flush, self._call_flush):
+            if handle is not None:
+                handle.cancel()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -459,8 +491,10 @@ class Hub:
         it only yields now and then, so the socket writers keep up)."""
         self.dispatch(envelope)
         self._burst += 1
-        if self._burst >= BURST:
+        if self._burst >= BURST or self._popped:
+            # A pop was queued: let its socket writer run before the rest of a burst.
             self._burst = 0
+            self._popped = False
             await asyncio.sleep(0)
 
     def dispatch(self, envelope: Any) -> None:
@@ -581,12 +615,14 @@ class Hub:
         """The call activity the call log wrote, for the wrap-up form (waits a little for
         a call log that lags behind)."""
         deadline = time.monotonic() + self.settings.activity_wait
+        pause = 0.1
         while True:
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause *= 2
             found = await self.reader.read(lambda fetch: read_activity_id(fetch, *key))
             if found is not None or time.monotonic() >= deadline or self.closing:
                 self._activities[key] = found
                 return
-            await asyncio.sleep(0.05)
 
     def _apply(self, envelope: Any, key: tuple[str, str] | None) -> None:
         notes = self.state.apply(envelope)
@@ -635,6 +671,7 @@ class Hub:
         if isinstance(note, PopOpened):
             session = self._session_of(note.pop.agent)
             if session is not None:
+                self._popped = True
                 self.pop_delays.append(now - note.pop.opened_at)
                 self._send(session, dumps(frames.pop(note.call, note.pop, session.principal)), now)
                 for observe in self.pop_observers:
@@ -660,7 +697,21 @@ class Hub:
                     frame = frames.call_ended(note.call, note.event, activity, session.principal)
                     self._send(session, dumps(frame), now)
         elif isinstance(note, CallChanged):
-            self._emit_call(note, now)
+            interval = self.settings.call_live_interval
+            if interval <= 0:
+                self._emit_call(note, now)
+                return
+            # Coalesced per call: a call changes several times in a second (ring, answer,
+            # queue left...); the live lists get its latest picture a moment later, and who
+            # may see it is decided between the first "before" and the last "after".
+            key = note.call.key
+            first = self._dirty_calls.get(key)
+            if first is not None:
+                note = CallChanged(note.call, first.before, note.gone)
+            self._dirty_calls[key] = note
+            if self._call_flush is None:
+                loop = asyncio.get_running_loop()
+                self._call_flush = loop.call_later(interval, self._flush_calls)
         elif isinstance(note, AgentChanged):
             view = note.agent
             body: str | None = None
@@ -676,17 +727,43 @@ class Hub:
                 body = body or dumps(frames.agent_state(view))
                 self._send(session, body, now)
         elif isinstance(note, QueueChanged):
-            bodies: dict[bool, str] = {}
-            for session in self.watchers.of_queue(note.queue.name):
-                if audience.sees_queue(session.viewer, note.queue.name):
-                    masked = session.phones_masked
-                    if masked not in bodies:
-                        bodies[masked] = dumps(frames.queue(note.queue, masked))
-                    self._send(session, bodies[masked], now)
+            interval = self.settings.queue_stats_interval
+            if interval <= 0:
+                self._emit_queue(note.queue, now)
+                return
+            # Coalesced: a busy queue changes several times per call; a wallboard needs
+            # the latest figures, a few times a second, not every step.
+            self._dirty_queues[note.queue.name] = note.queue
+            if self._queue_flush is None:
+                loop = asyncio.get_running_loop()
+                self._queue_flush = loop.call_later(interval, self._flush_queues)
         elif isinstance(note, LinkChanged):
             body = dumps(frames.link(note.pbx, note.state))
             for session in self.sessions.values():
                 self._send(session, body, now)
+
+    def _flush_calls(self) -> None:
+        self._call_flush = None
+        dirty, self._dirty_calls = self._dirty_calls, {}
+        now = time.time()
+        for note in dirty.values():
+            self._emit_call(note, now)
+
+    def _flush_queues(self) -> None:
+        self._queue_flush = None
+        dirty, self._dirty_queues = self._dirty_queues, {}
+        now = time.time()
+        for view in dirty.values():
+            self._emit_queue(view, now)
+
+    def _emit_queue(self, view: QueueView, now: float) -> None:
+        bodies: dict[bool, str] = {}
+        for session in self.watchers.of_queue(view.name):
+            if audience.sees_queue(session.viewer, view.name):
+                masked = session.phones_masked
+                if masked not in bodies:
+                    bodies[masked] = dumps(self.frames.queue(view, masked))
+                self._send(session, bodies[masked], now)
 
     def _emit_call(self, note: CallChanged, now: float) -> None:
         call = note.call
@@ -703,9 +780,9 @@ class Hub:
         for session in candidates.values():
             v = session.viewer
             if not note.gone and audience.sees_call(v, after):
-                sig = self.frames.call_signature(call, session.principal)
+                sig = self.frames.call_signature(call, session.masks)
                 if sig not in live:
-                    live[sig] = dumps(self.frames.call(call, session.principal))
+                    live[sig] = dumps(self.frames.call(call, session.masks))
                 self._send(session, live[sig], now)
             elif audience.sees_call(v, note.before):
                 gone = gone or dumps(self.frames.call_gone(call))
@@ -716,7 +793,9 @@ class Hub:
         p, v = session.principal, session.viewer
         frames, state = self.frames, self.state
         calls = [
-            frames.call(c, p) for c in state.calls.values() if audience.sees_call(v, c.facts())
+            frames.call(c, session.masks)
+            for c in state.calls.values()
+            if audience.sees_call(v, c.facts())
         ]
         pops = [frames.pop(c, pop, p) for c, pop in state.pops_of(v.agent)]
         if v.watches:
@@ -875,7 +954,9 @@ class Hub:
         take role and team changes into account."""
         await self.refresh_directory()
         directory = self.directory
-        for uid, session in list(self.sessions.items()):
+        for i, (uid, session) in enumerate(list(self.sessions.items())):
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # thousands of users: never hold the events up
             user = directory.users.get(uid)
             if user is None or not user.active:
                 for client in list(session.clients):
@@ -891,12 +972,12 @@ class Hub:
             return
         by_hash: dict[str, list[Client]] = {}
         for client in clients:
-            by_hash.setdefault(token_hash(client.token), []).append(client)
+            by_hash.setdefault(client.token_hash, []).append(client)
         found: dict[str, tuple[Any, Any]] = {}
         hashes = sorted(by_hash)
         async with self.db.session() as s:
-            for i in range(0, len(hashes), 500):
-                chunk = hashes[i : i + 500]
+            for i in range(0, len(hashes), 200):
+                chunk = hashes[i : i + 200]
                 stmt = select(ApiToken.token_hash, ApiToken.revoked_at, ApiToken.expires_at).where(
                     ApiToken.token_hash.in_(chunk)
                 )

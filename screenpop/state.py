@@ -295,9 +295,9 @@ class LiveState:
             handler(self, pbx, ev, out, getattr(envelope, "origin", None))
         return out
 
-    def tick(self, now: float) -> list[Note]:
+    def tick(self, now: float) -> list[QueueChanged]:
         """Let time pass: at local midnight every queue's day figures start again."""
-        out: list[Note] = []
+        out: list[QueueChanged] = []
         today = local_day(now, self.tz)
         for view in self.queues.values():
             if view.day.day != today:

@@ -387,6 +387,26 @@ def masks_phones(p: Principal, etypes: Sequence[str]) -> bool:
     return any("phones" in p.masked(t) for t in etypes)
 
 
+@dataclass(frozen=True, slots=True)
+class Masks:
+    """What a user may not see of customers, per record type: worked out once per user
+    (frames for hundreds of wallboards are built on every call change)."""
+
+    phones: frozenset[str] = frozenset()  # record types whose phone numbers are masked
+    names: frozenset[str] = frozenset()  # record types whose names are hidden
+
+    @classmethod
+    def of(cls, p: Principal) -> Masks:
+        types = tuple(RANK)
+        return cls(
+            frozenset(t for t in types if "phones" in p.masked(t)),
+            frozenset(t for t in types if "name" in hidden_fields(p, t)),
+        )
+
+    def number(self, etypes: Sequence[str]) -> bool:
+        return any(t in self.phones for t in etypes)
+
+
 def view(m: Match, p: Principal, name_of: Callable[[int], str | None]) -> dict[str, Any]:
     """The JSON summary of ``m`` for the user ``p`` (see docs/websocket.md)."""
     f = m.fields

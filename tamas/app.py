@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -212,6 +213,10 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
                 "cluster": redis is not None,
             },
         )
+        # What exists now (modules, ORM mappings, caches) lives as long as the process: out
+        # of the full garbage collections, whose pauses stall every socket (BENCHMARKS.md,
+        # screen-pop latency).
+        gc.freeze()
         yield
         await links.stop()  # a lease holder releases it: another instance takes over now
         with contextlib.suppress(TimeoutError):

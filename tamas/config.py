@@ -140,6 +140,9 @@ class WsSettings(BaseModel):
     revalidate_seconds: float = Field(default=10.0, gt=0)
     heartbeat_seconds: float = Field(default=30.0, gt=0)
     lookup_timeout: float = Field(default=2.0, gt=0)
+    # A queue's figures, a call of the live list go out at most this often (0: every change).
+    queue_stats_interval: float = Field(default=0.25, ge=0)
+    call_live_interval: float = Field(default=0.1, ge=0)
 
 
 class DialerSettings(BaseModel):

@@ -22,6 +22,7 @@ from screenpop.state import (
     CallChanged,
     CallFinished,
     DayFigures,
+    LinkChanged,
     LiveState,
     PopClosed,
     PopOpened,
@@ -39,7 +40,7 @@ def ev(event: de.DomainEvent, pbx: str = "lab", origin: str | None = None) -> Pb
 
 
 def ring(agent: str, t: float = 1.0, call: str = "c1", **kw: Any) -> PbxEvent:
-    fields = {
+    fields: dict[str, Any] = {
         "queue": "sales",
         "direction": "inbound",
         "external_number": "+989121234567",
@@ -298,7 +299,7 @@ def test_after_a_resync_calls_the_pbx_no_longer_has_are_dropped() -> None:
 
 def test_link_and_agent_changes_are_notes() -> None:
     state = LiveState()
-    [link] = state.apply(LinkStateChanged("lab", "down", T0))
+    [link] = of(state.apply(LinkStateChanged("lab", "down", T0)), LinkChanged)
     assert (link.pbx, link.state) == ("lab", "down") and state.links == {"lab": "down"}
     [agent] = of(state.apply(agent_state(SARA, "paused", 3)), AgentChanged)
     assert agent.agent.state == "paused" and agent.agent.since == T0 + 3
