@@ -325,7 +325,9 @@ async def test_a_refusal_from_the_pbx_is_a_clear_error(gateway, db):
 
 
 async def test_call_that_ended_while_the_link_was_deaf_is_closed_after_resync(gateway, db):
-    call = gateway["pbx"].inbound_call("09121234567", "علی", queue="sales", talk=30)
+    # 5 s of real talk: the call must still be up when the PBX goes deaf below, even on a
+    # loaded machine where seeing the answer in the call log takes a while.
+    call = gateway["pbx"].inbound_call("09121234567", "علی", queue="sales", talk=250)
     await call.wait_answered()
 
     async def answered():
@@ -336,7 +338,7 @@ async def test_call_that_ended_while_the_link_was_deaf_is_closed_after_resync(ga
     link = app_link(gateway["control"])
     resyncs = link.counters.resyncs
     gateway["pbx"].silent = True  # the PBX stops talking to us: no events, no Ping replies
-    await call.wait_finished(10)
+    await call.wait_finished(20)
     gateway["pbx"].silent = False
 
     async def ended():
