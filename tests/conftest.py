@@ -7,6 +7,15 @@ from argon2 import PasswordHasher
 
 import crm.auth
 
+try:
+    from playwright.async_api import expect
+except ImportError:  # pragma: no cover - playwright is a dev dependency
+    pass
+else:
+    # Browser assertions wait for the page; on a loaded 2-core CI machine with parallel
+    # workers, 5 s is not always enough for a PBX round trip to show.
+    expect.set_options(timeout=15_000)
+
 pytest_plugins = ["tests.servers", "tests.crm_fixtures"]
 
 
