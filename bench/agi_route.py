@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -43,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchdb
 from lookup import (  # bench/lookup.py: the same numbers and forms as the lookup benchmark
     FIRST,
     LAST,
@@ -209,33 +208,15 @@ def rules_spec() -> list[dict[str, Any]]:
 def build_sqlite(path: Path, n: int, seed: int) -> dict[str, Any]:
     """The database, bulk-loaded with executemany (the point is routing, not inserting).
     Built into a temp file and renamed when complete; reused while the inputs match."""
-    from crm.migrate import upgrade
-
     leads = n // 10
-    meta_path = path.with_suffix(".json")
     want = {"contacts": n, "leads": leads, "seed": seed, "build_version": BUILD_VERSION}
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in want} == want:
-            print(f"reusing {path} (built {meta['built_at']}, {meta['build_seconds']:.0f}s)")
-            return dict(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".building")
-    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        p.unlink(missing_ok=True)
-    print(f"building {path}: {n:,} contacts, {leads:,} leads ...", flush=True)
-    started = time.perf_counter()
-    upgrade(f"sqlite+aiosqlite:///{tmp}")
+    meta = benchdb.cached(path, want)
+    if meta is not None:
+        return meta
+    build = benchdb.start(path, f"{n:,} contacts, {leads:,} leads")
+    conn, insert = build.conn, build.insert
     rng = random.Random(seed)
-    conn = sqlite3.connect(tmp)
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
     ts = (STAMP, STAMP)
-
-    def insert(table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        conn.executemany(sql, rows)
 
     counts: dict[str, int] = {}
     with conn:
@@ -368,21 +349,7 @@ def build_sqlite(path: Path, n: int, seed: int) -> dict[str, Any]:
             [(x["name"], i, 1, "all", json.dumps(x["conditions"]), json.dumps(x["action"]), 1,
               *ts) for i, x in enumerate(rules_spec(), start=1)],
         )  # fmt: skip
-    conn.execute("PRAGMA journal_mode=WAL")  # as the gateway runs it
-    conn.execute("ANALYZE")
-    conn.close()
-    os.replace(tmp, path)
-    meta = {
-        **want,
-        "phones": phones,
-        **counts,
-        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": time.perf_counter() - started,
-        "size_mb": round(path.stat().st_size / 1e6, 1),
-    }
-    meta_path.write_text(json.dumps(meta, indent=1))
-    print(f"built in {meta['build_seconds']:.0f}s: {phones:,} phones, {meta['size_mb']} MB")
-    return meta
+    return build.finish(want, phones=phones, **counts)
 
 
 # --- workload ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchdb
 from sqlalchemy import event
 
 from crm.db import Database
@@ -134,24 +135,12 @@ PHONE_COLS = (
 def build_sqlite(path: Path, n: int, seed: int) -> dict[str, Any]:
     """A migrated database with ``n`` contacts, bulk-loaded with executemany (the point is
     the lookups, not the inserts). Built into a temp file, renamed when complete."""
-    meta_path = path.with_suffix(".json")
     want = {"contacts": n, "seed": seed, "build_version": BUILD_VERSION}
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in want} == want:
-            print(f"reusing {path} (built {meta['built_at']}, {meta['build_seconds']:.0f}s)")
-            return dict(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".building")
-    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        p.unlink(missing_ok=True)
-    print(f"building {path} with {n:,} contacts ...", flush=True)
-    started = time.perf_counter()
-    upgrade(f"sqlite+aiosqlite:///{tmp}")
-    conn = sqlite3.connect(tmp)
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
+    meta = benchdb.cached(path, want)
+    if meta is not None:
+        return meta
+    build = benchdb.start(path, f"{n:,} contacts")
+    conn = build.conn
     contact_sql = (
         f"INSERT INTO contacts ({', '.join(CONTACT_COLS)})"
         f" VALUES ({', '.join('?' * len(CONTACT_COLS))})"
@@ -176,19 +165,7 @@ def build_sqlite(path: Path, n: int, seed: int) -> dict[str, Any]:
         conn.executemany(contact_sql, batch_c)
         conn.executemany(phone_sql, batch_p)
         n_phones += len(batch_p)
-    conn.execute("PRAGMA journal_mode=WAL")  # as the gateway runs it
-    conn.close()
-    os.replace(tmp, path)
-    meta = {
-        **want,
-        "phones": n_phones,
-        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": time.perf_counter() - started,
-        "size_mb": round(path.stat().st_size / 1e6, 1),
-    }
-    meta_path.write_text(json.dumps(meta, indent=1))
-    print(f"built in {meta['build_seconds']:.0f}s: {n_phones:,} phones, {meta['size_mb']} MB")
-    return meta
+    return build.finish(want, analyze=False, phones=n_phones)
 
 
 # --- workload ------------------------------------------------------------------------------------

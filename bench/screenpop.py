@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import benchdb  # noqa: E402
 from lookup import (  # noqa: E402  bench/lookup.py: the same numbers as the lookup benchmark
     FIRST,
     LAST,
@@ -107,40 +108,21 @@ def layout(agents: int) -> dict[str, Any]:
 def build_sqlite(path: Path, n: int, agents: int, seed: int) -> dict[str, Any]:
     """Bulk-loaded with executemany into a temp file, renamed when complete; reused while
     the inputs (and the schema head) match."""
-    from crm.migrate import head_revision, upgrade
-
-    meta_path = path.with_suffix(".json")
     want = {
         "contacts": n,
         "agents": agents,
         "seed": seed,
         "build_version": BUILD_VERSION,
         "team_size": TEAM_SIZE,
-        "schema": head_revision(),
     }
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in want} == want:
-            print(f"reusing {path} (built {meta['built_at']}, {meta['build_seconds']:.0f}s)")
-            return dict(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".building")
-    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        p.unlink(missing_ok=True)
-    print(f"building {path}: {n:,} contacts, {agents:,} agents ...", flush=True)
-    started = time.perf_counter()
-    upgrade(f"sqlite+aiosqlite:///{tmp}")
+    meta = benchdb.cached(path, want)
+    if meta is not None:
+        return meta
+    build = benchdb.start(path, f"{n:,} contacts, {agents:,} agents")
+    conn, insert = build.conn, build.insert
     rng = random.Random(seed)
-    conn = sqlite3.connect(tmp)
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
     ts = (STAMP, STAMP)
     lay = layout(agents)
-
-    def insert(table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        conn.executemany(sql, rows)
 
     counts: dict[str, int] = {}
     with conn:
@@ -277,21 +259,7 @@ def build_sqlite(path: Path, n: int, agents: int, seed: int) -> dict[str, Any]:
         insert("phones", phone_cols, lead_phones)
         phones += len(lead_phones)
         counts["leads"] = leads
-    conn.execute("PRAGMA journal_mode=WAL")  # as the gateway runs it
-    conn.execute("ANALYZE")
-    conn.close()
-    os.replace(tmp, path)
-    meta = {
-        **want,
-        "phones": phones,
-        **counts,
-        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": time.perf_counter() - started,
-        "size_mb": round(path.stat().st_size / 1e6, 1),
-    }
-    meta_path.write_text(json.dumps(meta, indent=1))
-    print(f"built in {meta['build_seconds']:.0f}s: {phones:,} phones, {meta['size_mb']} MB")
-    return meta
+    return build.finish(want, phones=phones, **counts)
 
 
 # --- the gateway and the bare echo server (child processes) ----------------------------------
