@@ -8,11 +8,9 @@ every command the way Asterisk does (``200 result=1``), unless told otherwise.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete
@@ -32,13 +30,9 @@ from crm.schemas import (
 from crm.services import records
 from crm.services.entities import SPECS
 from crm.services.users import create_team
+from tests.ami_trace import TRACES
 from tests.crm_fixtures import make_actor, make_pipeline
 
-TRACES = Path(
-    os.environ.get(
-        "TAMAS_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
-    )
-)
 TRACE = TRACES / "agi-route-session.txt"
 
 

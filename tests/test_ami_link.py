@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +25,8 @@ from cti.ami_protocol import AmiParser, encode_action
 from cti.simulator import Chunking, SimulatedPbx, Trace
 from cti.simulator.wire import event
 from tamas.config import AmiServer
+from tests.ami_trace import TRACES
 
-TRACES = Path(
-    os.environ.get(
-        "TAMAS_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
-    )
-)
 SCALE = 0.01  # one simulated second lasts 10 ms
 PERSIAN = "علی رضایی"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,8 @@ from hypothesis import strategies as st
 
 from cti.ami_message import AmiMessage
 from cti.ami_protocol import AmiParser, ParseProblem, ProblemKind, encode_action
+from tests.ami_trace import TRACES
 
-TRACES = Path(
-    os.environ.get(
-        "TAMAS_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
-    )
-)
 TRACE_FILES = sorted(TRACES.glob("*.ami"))
 SMALL_TRACES = [p for p in TRACE_FILES if p.stat().st_size < 100_000]
 # Messages per trace, login response included (counted by splitting on blank lines).
@@ -263,9 +258,7 @@ def test_arbitrary_bytes_never_raise(blob: bytes, cuts: list[int]) -> None:
 
 
 _key = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
-_value = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=30
-)
+_value = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=30)
 
 
 @settings(max_examples=100, deadline=None)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from panoramisk import Manager
@@ -25,12 +23,8 @@ from cti.simulator import (
     renumber,
     split_messages,
 )
+from tests.ami_trace import TRACES
 
-TRACES = Path(
-    os.environ.get(
-        "TAMAS_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
-    )
-)
 needs_traces = pytest.mark.skipif(not (TRACES / "queue-ops.ami").exists(), reason="no traces")
 SCALE = 0.01  # one simulated second lasts 10 ms
 PERSIAN = "علی رضایی"
