@@ -91,6 +91,10 @@ def _fold_char(code_point: int) -> str | int | None:
 
 
 _TABLE = _FoldTable()
+
+# Persian and Arabic-Indic digits to ASCII and nothing else: dates, times and numbers typed
+# on Persian keyboards, where the rest of the text must stay as written.
+ASCII_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _WORD_RE = re.compile(r"[^\W_]+")
 
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import jdatetime
 
 from crm.errors import ValidationFailed
+from crm.textfold import ASCII_DIGITS
 
 SLOT_SECONDS = 900  # a quarter hour
 INTERVALS = ("hour", "day", "week")
@@ -32,13 +33,12 @@ MAX_BUCKETS = 2000
 WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4}
 WEEKDAYS |= {"saturday": 5, "sunday": 6}
 
-_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _DAY = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
 
 
 def parse_day(raw: str, field: str, calendar: str | None = None) -> dt.date:
     """A Gregorian date from ``raw`` (Jalali or Gregorian ``YYYY-MM-DD``)."""
-    text = raw.strip().translate(_DIGITS)
+    text = raw.strip().translate(ASCII_DIGITS)
     m = _DAY.match(text)
     if not m:
         raise ValidationFailed.one(field, f"{raw!r} is not a date (YYYY-MM-DD)")

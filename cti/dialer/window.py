@@ -14,10 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crm.textfold import ASCII_DIGITS
+
 Range = tuple[dt.time, dt.time]  # [start, end) of a day, local time
 ALL_DAYS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)  # Monday .. Sunday (datetime.weekday)
 
-_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _RANGE = re.compile(r"^\s*(\d{1,2})(?::(\d{2}))?\s*[-–~]\s*(\d{1,2})(?::(\d{2}))?\s*$")
 _DAY_NAMES = {
     "mon": 0,
@@ -47,7 +48,7 @@ def parse_hours(text: str) -> list[Range]:
     """``"09:00-12:00, 16-20"`` (Persian digits too) → sorted ranges; an end before its
     start crosses midnight (``"22:00-02:00"`` is two ranges)."""
     out: list[Range] = []
-    cleaned = text.translate(_DIGITS).replace("،", ",").replace(";", ",")
+    cleaned = text.translate(ASCII_DIGITS).replace("،", ",").replace(";", ",")
     for part in cleaned.split(","):
         if not part.strip():
             continue

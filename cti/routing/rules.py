@@ -48,6 +48,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from crm.schemas import Strict
+from crm.textfold import ASCII_DIGITS
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 Weekday = Literal["sat", "sun", "mon", "tue", "wed", "thu", "fri"]
@@ -371,7 +372,7 @@ def parse_holiday_date(text: str) -> tuple[dt.date, str | None]:
     1700 is read as Jalali, the calendar Iranian holidays are announced in). Returns the
     Gregorian date and the Jalali text when one was given."""
     try:
-        y, m, d = (int(p) for p in text.strip().translate(_FA_DIGITS).split("-"))
+        y, m, d = (int(p) for p in text.strip().translate(ASCII_DIGITS).split("-"))
     except ValueError:
         raise ValueError(f"{text!r} must be a date YYYY-MM-DD") from None
     if y < 1700:
@@ -387,8 +388,6 @@ def parse_holiday_date(text: str) -> tuple[dt.date, str | None]:
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a date: {exc}") from None
 
-
-_FA_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 
 # Iran: Saturday to Wednesday full days, Thursday mornings, Friday closed.
 DEFAULT_HOURS: dict[Weekday, list[str]] = {
