@@ -20,9 +20,11 @@ from cti.domain_events import DomainEvent, QueueStats
 
 E = TypeVar("E", bound=DomainEvent)
 
+# Not a TAMAS_ variable: the gateway refuses unknown TAMAS_ settings, and the tests that
+# start it with the test process's environment would fail on this one.
 TRACES = Path(
     os.environ.get(
-        "TAMAS_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
+        "ASTERISK_TRACES", Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
     )
 )
 
