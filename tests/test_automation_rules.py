@@ -436,7 +436,11 @@ async def test_a_deal_entering_a_stage_gets_an_owner_by_skill_a_task_and_an_emai
         task = await s.scalar(select(Activity).where(Activity.deal_id == deal))
     assert task.subject == "Send the proposal" and task.assignee_id == closer
     assert task.contact_id == contact and task.status == "open"
-    assert launcher.launched == [(welcome, [contact])]  # the deal's contact is mailed
+
+    async def launched() -> list[tuple[int, list[int]]]:
+        return launcher.launched  # the launch runs after the run's commit, not within it
+
+    assert await eventually(launched) == [(welcome, [contact])]  # the deal's contact is mailed
     await api.call(
         "PATCH", f"/api/v1/deals/{deal}", world.headers["admin"], json={"stage_id": stages["Won"]}
     )
