@@ -19,6 +19,9 @@ TAMAS := $(VENV)/bin/tamas
 ARTIFACTS := test-artifacts
 PYTEST_FLAGS := -q -ra -n 3 --durations=15 --junitxml=$(ARTIFACTS)/junit.xml
 PYTEST_ARGS ?=
+# The whole suite takes ~8 min; past this, something is hung (each test also has its own
+# 240 s limit in pyproject.toml, which prints every thread's stack).
+PYTEST_DEADLINE ?= 40m
 MYPY_TARGETS := tamas crm cti screenpop recordings tests $(wildcard bench/*.py)
 
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -44,7 +47,8 @@ test: setup
 	echo "==> mypy"; \
 	$(VENV)/bin/mypy $(MYPY_TARGETS) || failed+=(mypy); \
 	echo "==> pytest"; \
-	rc=0; $(PY) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; timeout --kill-after=60 $(PYTEST_DEADLINE) $(PY) -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) || rc=$$?; \
+	if [[ $$rc == 124 || $$rc == 137 ]]; then echo "==> pytest passed its $(PYTEST_DEADLINE) deadline"; fi; \
 	echo "$$rc" > $(ARTIFACTS)/pytest-exit-code; \
 	if [[ $$rc == 5 ]]; then echo "==> no tests ran"; failed+=("pytest (no tests ran)"); \
 	elif [[ $$rc != 0 ]]; then failed+=("pytest (exit $$rc)"); fi; \
