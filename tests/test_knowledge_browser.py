@@ -111,6 +111,9 @@ async def test_scripts_and_knowledge_base_during_a_call(world):  # noqa: F811
     await expect(results.first.locator(".kb-snippet")).to_have_text(
         "تا هفت روز پس از خرید، کالا با فاکتور پس گرفته می‌شود."
     )
+    # The results came in under the search box: the cursor is still there, for the next try.
+    await expect(page.locator("#kb-q")).to_be_focused()
+    await expect(page.locator("#kb-q")).to_have_value("بازگشت")
     await results.first.locator("button.kb-open").click()
     await expect(page.locator(f".kb-article[data-id='{article_id}'] h3")).to_have_text(
         "شرایط بازگشت کالا"

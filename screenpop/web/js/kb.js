@@ -43,6 +43,8 @@ const state = {
   categories: null,
   results: null,
   article: null,
+  error: null,
+  body: null, // the part a search or an opened article replaces; the search box stays
 };
 
 function catName(c) {
@@ -123,7 +125,7 @@ async function search() {
     state.error = err.detail || err.message;
   }
   state.article = null;
-  render();
+  showBody();
 }
 
 async function open(id) {
@@ -132,12 +134,15 @@ async function open(id) {
   } catch (err) {
     state.error = err.detail || err.message;
   }
-  render();
+  showBody();
   const title = document.getElementById('kb-article-title');
   if (title) title.focus();
 }
 
+/** The whole panel: on opening and when the language changes. A search only replaces the
+ * results (showBody), so the search box keeps the agent's cursor and what they type. */
 function render() {
+  const typing = document.activeElement && document.activeElement.id === 'kb-q';
   const input = h('input', {
     id: 'kb-q',
     type: 'search',
@@ -200,6 +205,16 @@ function render() {
       h('button', { type: 'submit' }, t('search')),
       h('div', { class: 'kb-filters' }, cats, langs),
     ),
+    (state.body = h('div', { class: 'kb-main' })),
+  );
+  showBody();
+  if (typing) input.focus();
+}
+
+function showBody() {
+  if (!state.body) return;
+  fill(
+    state.body,
     state.error ? h('p', { class: 'error', role: 'alert' }, state.error) : null,
     state.article ? renderArticle(state.article) : renderResults(state.results || []),
   );
@@ -226,7 +241,7 @@ function renderArticle(a) {
   return h(
     'article',
     { class: 'kb-article', dataset: { id: a.id } },
-    h('button', { type: 'button', class: 'link kb-back', onclick: () => { state.article = null; render(); } }, t('kb_back')),
+    h('button', { type: 'button', class: 'link kb-back', onclick: () => { state.article = null; showBody(); } }, t('kb_back')),
     h(
       'div',
       { lang: a.language, dir: a.language === 'fa' ? 'rtl' : 'ltr' },
