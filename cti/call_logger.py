@@ -4,6 +4,11 @@ The activity is written when the call starts ringing and updated on answer, reco
 transfer and end, so a crash mid-call loses nothing already known. Unknown numbers are kept
 (with the normalized number) and can be linked to a record later. A missed or abandoned
 inbound call creates a callback task for the owner of the record (configurable).
+
+Events come from the bus in batches (everything queued while the last batch was written), and
+one transaction writes a whole batch: at busy-hour rates a transaction per event is what the
+database cannot keep up with. A batch that fails is written again event by event, each in its
+own transaction, so one bad event costs only itself.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from cti import domain_events as de
 from cti.callstate import VANISHED
 from cti.directory import user_id_of
 from cti.envelope import PbxEvent
+from tamas.bus import is_local
 
 log = logging.getLogger("tamas.calllog")
 
@@ -54,6 +60,10 @@ class CallLogConfig:
     callback_due_minutes: int = 15
 
 
+class _Rows(dict[tuple[str, str], Activity]):
+    """The call rows one transaction has read or created, by (pbx, call id)."""
+
+
 class CallLogger:
     """Bus subscriber for ``call.*`` events; one row per (pbx, call id)."""
 
@@ -62,11 +72,54 @@ class CallLogger:
         self.config = config or CallLogConfig()
 
     async def handle(self, envelope: PbxEvent) -> None:
+        """Write one event (in its own transaction)."""
+        for attempt in range(2):
+            try:
+                async with self.db.session() as s:
+                    await self._apply(s, _Rows(), envelope)
+                return
+            except IntegrityError:
+                # Another writer (the instance this one took the PBX link over from) inserted
+                # the call first: written again, the event updates that row.
+                if attempt:
+                    raise
+
+    async def handle_batch(self, envelopes: list[PbxEvent]) -> int:
+        """Write the events produced by this instance (others are logged where they were
+        produced) in one transaction; returns how many could not be written."""
+        mine = [e for e in envelopes if is_local(e)]
+        if not mine:
+            return 0
+        try:
+            async with self.db.session() as s:
+                rows = _Rows()
+                for envelope in mine:
+                    await self._apply(s, rows, envelope)
+            return 0
+        except Exception:
+            if len(mine) == 1:
+                raise
+            log.warning("call log batch failed, writing it event by event", exc_info=True)
+        failed = 0
+        for envelope in mine:
+            try:
+                await self.handle(envelope)
+            except Exception:
+                failed += 1
+                log.exception(
+                    "call log event not written",
+                    extra={"pbx": envelope.pbx, "event_type": envelope.event.type},
+                )
+        return failed
+
+    async def _apply(self, s: AsyncSession, rows: _Rows, envelope: PbxEvent) -> None:
         ev = envelope.event
         if isinstance(ev, de.CallRinging):
-            await self._upsert(envelope.pbx, ev, self._ringing_fields(ev), ev.variables)
+            await self._upsert(s, rows, envelope.pbx, ev, self._ringing_fields(ev), ev.variables)
         elif isinstance(ev, de.CallAnswered) and ev.first:
             await self._upsert(
+                s,
+                rows,
                 envelope.pbx,
                 ev,
                 {
@@ -87,13 +140,13 @@ class CallLogger:
             if ev.changes.get("direction"):
                 changes["direction"] = ev.changes["direction"]
             if changes:
-                await self._upsert(envelope.pbx, ev, changes, {})
+                await self._upsert(s, rows, envelope.pbx, ev, changes, {})
         elif isinstance(ev, de.CallTransferred):
-            await self._transferred(envelope.pbx, ev)
+            await self._transferred(s, rows, envelope.pbx, ev)
         elif isinstance(ev, de.CallEnded):
-            await self._ended(envelope.pbx, ev)
+            await self._ended(s, rows, envelope.pbx, ev)
         elif isinstance(ev, de.PbxResynced) and ev.reason == "snapshot":
-            await self._close_vanished(envelope.pbx, ev)
+            await self._close_vanished(s, envelope.pbx, ev)
 
     def _ringing_fields(self, ev: de.CallRinging) -> dict[str, Any]:
         return {
@@ -104,10 +157,15 @@ class CallLogger:
             "owner_id": user_id_of(ev.agent),
         }
 
-    async def _row(self, s: AsyncSession, pbx: str, call_id: str) -> Activity | None:
-        return await s.scalar(
-            select(Activity).where(Activity.pbx == pbx, Activity.call_uid == call_id)
-        )
+    async def _row(self, s: AsyncSession, rows: _Rows, pbx: str, call_id: str) -> Activity | None:
+        row = rows.get((pbx, call_id))
+        if row is None:
+            row = await s.scalar(
+                select(Activity).where(Activity.pbx == pbx, Activity.call_uid == call_id)
+            )
+            if row is not None:
+                rows[pbx, call_id] = row
+        return row
 
     async def _match(
         self, s: AsyncSession, number: str | None, variables: Any
@@ -146,77 +204,74 @@ class CallLogger:
 
     async def _upsert(
         self,
+        s: AsyncSession,
+        rows: _Rows,
         pbx: str,
         ev: de.DomainEvent,
         fields: dict[str, Any],
         variables: Any,
         number: str | None = None,
-    ) -> None:
+    ) -> Activity:
         call_id: str = getattr(ev, "call_id")  # noqa: B009 - every call event has one
         number = number or getattr(ev, "external_number", None)
-        for attempt in range(2):
-            try:
-                async with self.db.session() as s:
-                    row = await self._row(s, pbx, call_id)
-                    if row is None:
-                        row = Activity(
-                            kind="call",
-                            pbx=pbx,
-                            call_uid=call_id,
-                            subject="",
-                            occurred_at=_ts(ev.at) or dt.datetime.now(dt.UTC),
-                            started_at=_ts(ev.at),
-                            external_number=number,
-                            details={},
-                            **await self._match(s, number, variables),
-                        )
-                        s.add(row)
-                    else:
-                        if number and not row.external_number:
-                            row.external_number = number
-                        unlinked = not (row.contact_id or row.lead_id or row.account_id)
-                        if unlinked and (number or variables):
-                            # The number or the originating record became known only now.
-                            for k, v in (
-                                await self._match(s, row.external_number, variables)
-                            ).items():
-                                setattr(row, k, v)
-                    if row.campaign_id is None and variables:
-                        row.campaign_id = await self._campaign(s, variables)
-                    for key, value in fields.items():
-                        if value is None:
-                            continue
-                        if (
-                            key in ("agent_id", "owner_id")
-                            and row.answered_at
-                            and ("answered_at" not in fields)
-                        ):
-                            continue  # ringing another agent after answer changes nothing
-                        known = getattr(row, key) if key in _EARLIEST_WINS else None
-                        if known is not None and known <= value:
-                            continue  # a resync (e.g. after a takeover) only estimates these
-                        setattr(row, key, value)
-                    row.subject = _subject(row)
-                return
-            except IntegrityError:
-                # Two events of a new call raced to insert; the second one updates instead.
-                if attempt:
-                    raise
+        row = await self._row(s, rows, pbx, call_id)
+        if row is None:
+            row = Activity(
+                kind="call",
+                pbx=pbx,
+                call_uid=call_id,
+                subject="",
+                occurred_at=_ts(ev.at) or dt.datetime.now(dt.UTC),
+                started_at=_ts(ev.at),
+                external_number=number,
+                details={},
+                **await self._match(s, number, variables),
+            )
+            s.add(row)
+            rows[pbx, call_id] = row
+        else:
+            if number and not row.external_number:
+                row.external_number = number
+            unlinked = not (row.contact_id or row.lead_id or row.account_id)
+            if unlinked and (number or variables):
+                # The number or the originating record became known only now.
+                for k, v in (await self._match(s, row.external_number, variables)).items():
+                    setattr(row, k, v)
+        if row.campaign_id is None and variables:
+            row.campaign_id = await self._campaign(s, variables)
+        for key, value in fields.items():
+            if value is None:
+                continue
+            if (
+                key in ("agent_id", "owner_id")
+                and row.answered_at
+                and ("answered_at" not in fields)
+            ):
+                continue  # ringing another agent after answer changes nothing
+            known = getattr(row, key) if key in _EARLIEST_WINS else None
+            if known is not None and known <= value:
+                continue  # a resync (e.g. after a takeover) only estimates these
+            setattr(row, key, value)
+        row.subject = _subject(row)
+        return row
 
-    async def _transferred(self, pbx: str, ev: de.CallTransferred) -> None:
-        async with self.db.session() as s:
-            row = await self._row(s, pbx, ev.call_id)
-            if row is None:
-                return
-            details = dict(row.details or {})
-            details["transfers"] = [*details.get("transfers", []), ev.to_dict()]
-            row.details = details
-            to_user = user_id_of(ev.to_agent)
-            if to_user:
-                row.agent_id = to_user
+    async def _transferred(
+        self, s: AsyncSession, rows: _Rows, pbx: str, ev: de.CallTransferred
+    ) -> None:
+        row = await self._row(s, rows, pbx, ev.call_id)
+        if row is None:
+            return
+        details = dict(row.details or {})
+        details["transfers"] = [*details.get("transfers", []), ev.to_dict()]
+        row.details = details
+        to_user = user_id_of(ev.to_agent)
+        if to_user:
+            row.agent_id = to_user
 
-    async def _ended(self, pbx: str, ev: de.CallEnded) -> None:
-        await self._upsert(
+    async def _ended(self, s: AsyncSession, rows: _Rows, pbx: str, ev: de.CallEnded) -> None:
+        row = await self._upsert(
+            s,
+            rows,
             pbx,
             ev,
             {
@@ -228,49 +283,45 @@ class CallLogger:
             },
             ev.variables,
         )
-        async with self.db.session() as s:
-            row = await self._row(s, pbx, ev.call_id)
-            if row is None:
-                return
-            row.ended_at = _ts(ev.ended_at or ev.at)
-            if row.started_at and row.ended_at:
-                row.duration_s = max(0, round((row.ended_at - row.started_at).total_seconds()))
-            if ev.wait_seconds is not None:
-                row.wait_s = round(ev.wait_seconds)
-            if ev.talk_seconds is not None:
-                row.talk_s = round(ev.talk_seconds)
-            row.hangup_cause = ev.cause_text or (str(ev.cause) if ev.cause is not None else None)
-            if ev.recording:
-                row.recording_path = ev.recording
-            answered_by = user_id_of(ev.answered_by)
-            if answered_by:
-                row.agent_id = answered_by
-                row.owner_id = answered_by
-            row.disposition = row.disposition or (
-                "answered" if ev.answered else "abandoned" if ev.abandoned else "missed"
-            )
-            row.details = {
-                **(row.details or {}),
-                "agents_rung": list(ev.agents_rung),
-                "agents_talked": list(ev.agents_talked),
-                "hold_seconds": ev.hold_seconds,
-                "caller_name": ev.caller_name,
-                "cause": ev.cause,
-                "transfers": [dict(t) for t in ev.transfers]
-                or (row.details or {}).get("transfers", []),
-                **({"merged_into": ev.merged_into} if ev.merged_into else {}),
-            }
-            routing = await self._routing(s, row, ev)
-            if routing:
-                row.details = {**row.details, "routing": routing}
-            row.subject = _subject(row)
-            if (
-                self.config.callback_on_missed
-                and ev.direction == "inbound"
-                and not ev.answered
-                and not ev.merged_into
-            ):
-                await self._callback_task(s, row, ev)
+        row.ended_at = _ts(ev.ended_at or ev.at)
+        if row.started_at and row.ended_at:
+            row.duration_s = max(0, round((row.ended_at - row.started_at).total_seconds()))
+        if ev.wait_seconds is not None:
+            row.wait_s = round(ev.wait_seconds)
+        if ev.talk_seconds is not None:
+            row.talk_s = round(ev.talk_seconds)
+        row.hangup_cause = ev.cause_text or (str(ev.cause) if ev.cause is not None else None)
+        if ev.recording:
+            row.recording_path = ev.recording
+        answered_by = user_id_of(ev.answered_by)
+        if answered_by:
+            row.agent_id = answered_by
+            row.owner_id = answered_by
+        row.disposition = row.disposition or (
+            "answered" if ev.answered else "abandoned" if ev.abandoned else "missed"
+        )
+        row.details = {
+            **(row.details or {}),
+            "agents_rung": list(ev.agents_rung),
+            "agents_talked": list(ev.agents_talked),
+            "hold_seconds": ev.hold_seconds,
+            "caller_name": ev.caller_name,
+            "cause": ev.cause,
+            "transfers": [dict(t) for t in ev.transfers]
+            or (row.details or {}).get("transfers", []),
+            **({"merged_into": ev.merged_into} if ev.merged_into else {}),
+        }
+        routing = await self._routing(s, row, ev)
+        if routing:
+            row.details = {**row.details, "routing": routing}
+        row.subject = _subject(row)
+        if (
+            self.config.callback_on_missed
+            and ev.direction == "inbound"
+            and not ev.answered
+            and not ev.merged_into
+        ):
+            await self._callback_task(s, row, ev)
 
     async def _routing(
         self, s: AsyncSession, row: Activity, ev: de.CallEnded
@@ -300,7 +351,7 @@ class CallLogger:
             return {"rule": rule, "route": ev.variables.get("TAMAS_ROUTE")}
         return None
 
-    async def _close_vanished(self, pbx: str, ev: de.PbxResynced) -> None:
+    async def _close_vanished(self, s: AsyncSession, pbx: str, ev: de.PbxResynced) -> None:
         """Close the calls this log holds open that the PBX no longer has.
 
         They ended while no gateway was listening: this process restarted, or (several
@@ -311,41 +362,40 @@ class CallLogger:
         """
         open_ids = set(ev.open_call_ids)
         at = _ts(ev.at) or dt.datetime.now(dt.UTC)
-        async with self.db.session() as s:
-            rows = await s.scalars(
-                select(Activity).where(
-                    Activity.kind == "call",
-                    Activity.pbx == pbx,
-                    Activity.ended_at.is_(None),
-                    Activity.occurred_at < at,
-                )
+        rows = await s.scalars(
+            select(Activity).where(
+                Activity.kind == "call",
+                Activity.pbx == pbx,
+                Activity.ended_at.is_(None),
+                Activity.occurred_at < at,
             )
-            for row in list(rows):
-                if row.call_uid in open_ids:
-                    continue
-                row.ended_at = at
-                if row.started_at:
-                    row.duration_s = max(0, round((at - row.started_at).total_seconds()))
-                if row.answered_at and row.talk_s is None:
-                    row.talk_s = max(0, round((at - row.answered_at).total_seconds()))
-                row.hangup_cause = row.hangup_cause or VANISHED
-                row.disposition = row.disposition or ("answered" if row.answered_at else "missed")
-                row.details = {**(row.details or {}), "closed_by": "resync"}
-                row.subject = _subject(row)
-                log.info("call closed after resync", extra={"pbx": pbx, "call": row.call_uid})
-                if (
-                    self.config.callback_on_missed
-                    and row.direction == "inbound"
-                    and not row.answered_at
-                ):
-                    ended = de.CallEnded(
-                        at=ev.at,
-                        call_id=row.call_uid or "",
-                        direction=row.direction,
-                        external_number=row.external_number,
-                        queue=row.queue,
-                    )
-                    await self._callback_task(s, row, ended)
+        )
+        for row in list(rows):
+            if row.call_uid in open_ids:
+                continue
+            row.ended_at = at
+            if row.started_at:
+                row.duration_s = max(0, round((at - row.started_at).total_seconds()))
+            if row.answered_at and row.talk_s is None:
+                row.talk_s = max(0, round((at - row.answered_at).total_seconds()))
+            row.hangup_cause = row.hangup_cause or VANISHED
+            row.disposition = row.disposition or ("answered" if row.answered_at else "missed")
+            row.details = {**(row.details or {}), "closed_by": "resync"}
+            row.subject = _subject(row)
+            log.info("call closed after resync", extra={"pbx": pbx, "call": row.call_uid})
+            if (
+                self.config.callback_on_missed
+                and row.direction == "inbound"
+                and not row.answered_at
+            ):
+                ended = de.CallEnded(
+                    at=ev.at,
+                    call_id=row.call_uid or "",
+                    direction=row.direction,
+                    external_number=row.external_number,
+                    queue=row.queue,
+                )
+                await self._callback_task(s, row, ended)
 
     async def _callback_task(self, s: AsyncSession, call: Activity, ev: de.CallEnded) -> None:
         """Missed callers are called back: a task for the record's owner (or unassigned)."""

@@ -30,7 +30,7 @@ from screenpop.desktop_api import desktop_api_routes
 from screenpop.hub import HUB, Hub, HubSettings
 from screenpop.pages import setup_pages
 from tamas import __version__
-from tamas.bus import EventBus, local_only
+from tamas.bus import EventBus
 from tamas.config import AmiServer, Settings
 from tamas.health import READINESS, Readiness, healthz, readyz
 from tamas.metrics import (
@@ -163,8 +163,9 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         await directory.start()
         logger = CallLogger(db, CallLogConfig(callback_on_missed=rules.callback_on_missed))
         bus.subscribe("metrics", metrics.observe_event)
-        # Only where the events originate (the PBX link's holder): each call logged once.
-        bus.subscribe("call-log", local_only(logger.handle), "call.", "pbx.resynced")
+        # Only where the events originate (the PBX link's holder): each call logged once;
+        # in batches, none dropped.
+        bus.subscribe_batch("call-log", logger.handle_batch, "call.", "pbx.resynced")
         # Screen pops and wallboards show every event, from this instance or another one.
         await hub.start()
         bus.subscribe("screenpop", hub.handle, "call.", "queue.", "agent.", "pbx.")

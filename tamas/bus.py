@@ -1,8 +1,12 @@
 """The one domain event bus: the AMI link publishes, the screen-pop hub, call logger,
 recordings and statistics subscribe.
 
-Each subscriber gets its own bounded queue and task, so a slow subscriber never delays the
-publisher or the others; when a queue is full the oldest event is dropped and counted.
+Each subscriber gets its own queue and task, so a slow subscriber never delays the publisher
+or the others. Subscribers that only show events (screen pops, metrics) have a bounded queue:
+when it is full the oldest event is dropped and counted, a stale pop being worth nothing.
+Subscribers whose work is a record (the call log) are *lossless*: their queue has no bound,
+its depth is a metric and a warning, and they take their events in batches so that one
+transaction carries a whole burst.
 
 With several gateway instances (``TAMAS_REDIS_URL``), events produced on another instance
 are republished here too, marked with that instance's id in ``origin`` (tamas/cluster/).
@@ -31,6 +35,11 @@ class DomainEvent(Protocol):
 
 
 Handler = Callable[[Any], Awaitable[None]]
+# Takes the events queued so far (in order); returns how many of them it failed to handle.
+BatchHandler = Callable[[list[Any]], Awaitable[int]]
+
+# Depths of a lossless queue worth a warning (each once per climb).
+_BACKLOG_WARNINGS = (1_000, 10_000, 100_000, 1_000_000)
 
 
 def is_local(event: Any) -> bool:
@@ -52,12 +61,16 @@ def local_only(handler: Handler) -> Handler:
 @dataclass
 class _Subscriber:
     name: str
-    handler: Handler
     prefixes: tuple[str, ...]
     queue: asyncio.Queue[Any]
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+    max_batch: int = 1
+    lossless: bool = False
     task: asyncio.Task[None] | None = None
     dropped: int = 0
     failed: int = 0
+    warned: int = 0  # the deepest backlog warned of
 
 
 @dataclass
@@ -66,10 +79,28 @@ class EventBus:
     _subs: list[_Subscriber] = field(default_factory=list)
 
     def subscribe(self, name: str, handler: Handler, *prefixes: str) -> None:
-        """Deliver events whose type starts with one of ``prefixes`` (all when none)."""
-        sub = _Subscriber(name, handler, prefixes, asyncio.Queue(self.queue_size))
+        """Deliver events whose type starts with one of ``prefixes`` (all when none), one at
+        a time; the oldest are dropped when ``queue_size`` are waiting."""
+        self._start(_Subscriber(name, prefixes, asyncio.Queue(self.queue_size), handler=handler))
+
+    def subscribe_batch(
+        self, name: str, handler: BatchHandler, *prefixes: str, max_batch: int = 500
+    ) -> None:
+        """Deliver every event whose type starts with one of ``prefixes``, none ever dropped,
+        in lists of up to ``max_batch``: all that queued while the last list was handled."""
+        sub = _Subscriber(
+            name,
+            prefixes,
+            asyncio.Queue(),
+            batch_handler=handler,
+            max_batch=max_batch,
+            lossless=True,
+        )
+        self._start(sub)
+
+    def _start(self, sub: _Subscriber) -> None:
         self._subs.append(sub)
-        sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
+        sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{sub.name}")
 
     def publish(self, event: Any) -> None:
         """Never blocks: called from the AMI read loop."""
@@ -77,8 +108,16 @@ class EventBus:
         for sub in self._subs:
             if sub.prefixes and not etype.startswith(sub.prefixes):
                 continue
-            if sub.queue.full():
+            if sub.lossless:
+                depth = sub.queue.qsize() + 1
+                if depth > sub.warned and depth in _BACKLOG_WARNINGS:
+                    sub.warned = depth
+                    log.warning("bus subscriber behind", extra={"sub": sub.name, "queued": depth})
+                elif depth == 1:
+                    sub.warned = 0
+            elif sub.queue.full():
                 sub.queue.get_nowait()
+                sub.queue.task_done()  # or drain() would wait for it forever
                 sub.dropped += 1
                 if sub.dropped in (1, 100) or sub.dropped % 10_000 == 0:
                     log.warning(
@@ -88,18 +127,25 @@ class EventBus:
 
     async def _run(self, sub: _Subscriber) -> None:
         while True:
-            event = await sub.queue.get()
+            events = [await sub.queue.get()]
+            while len(events) < sub.max_batch and not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
             try:
-                await sub.handler(event)
+                if sub.batch_handler is not None:
+                    sub.failed += await sub.batch_handler(events)
+                elif sub.handler is not None:
+                    await sub.handler(events[0])
             except asyncio.CancelledError:
                 raise
             except Exception:
-                sub.failed += 1
+                sub.failed += len(events)
                 log.exception(
-                    "bus subscriber failed", extra={"sub": sub.name, "event_type": event.type}
+                    "bus subscriber failed",
+                    extra={"sub": sub.name, "event_type": events[0].type, "events": len(events)},
                 )
             finally:
-                sub.queue.task_done()
+                for _ in events:
+                    sub.queue.task_done()
 
     async def drain(self) -> None:
         """Wait until every subscriber has handled everything published so far."""

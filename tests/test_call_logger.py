@@ -218,3 +218,74 @@ async def test_a_call_routed_without_a_logged_decision_keeps_the_rule_from_the_c
         call = await s.scalar(select(Activity).where(Activity.kind == "call"))
     assert call is not None
     assert call.details["routing"] == {"rule": "12", "route": "queue"}
+
+
+def _call_rows(calls: list[Activity]) -> list[tuple]:
+    return sorted(
+        (
+            c.call_uid,
+            c.direction,
+            c.external_number,
+            c.contact_id,
+            c.agent_id,
+            c.queue,
+            c.disposition,
+            c.answered_at is not None,
+            c.ended_at is not None,
+            c.talk_s,
+            c.wait_s,
+            c.recording_path,
+            c.subject,
+        )
+        for c in calls
+    )
+
+
+async def test_a_busy_hour_written_in_batches_gives_the_same_call_log_as_event_by_event(db):
+    _, _, _, directory = await _setup(db)
+    events = await _log_trace(db, directory, "busy-hour-a.ami", pbx="one-by-one")
+    logger = CallLogger(db)
+    envelopes = [PbxEvent("batched", ev) for ev in events]
+    for i in range(0, len(envelopes), 37):  # batches that split calls across transactions
+        assert await logger.handle_batch(envelopes[i : i + 37]) == 0
+    async with db.session() as s:
+        calls = list(await s.scalars(select(Activity).where(Activity.kind == "call")))
+        tasks = list(await s.scalars(select(Activity).where(Activity.kind == "task")))
+    one_by_one = [c for c in calls if c.pbx == "one-by-one"]
+    batched = [c for c in calls if c.pbx == "batched"]
+    assert len(batched) == len([e for e in events if e.type == "call.ended"])
+    assert _call_rows(batched) == _call_rows(one_by_one)
+    assert len(tasks) == 2 * 20  # each abandoned call's callback, once per log
+
+
+async def test_an_event_that_cannot_be_written_costs_only_itself_not_its_batch(db, monkeypatch):
+    _, _, _, directory = await _setup(db)
+    machine = CallStateMachine(lab_config(agent_for_device=directory.agent_for_device))
+    events = replay(machine, load_trace("busy-hour-a.ami"), start=time.time() - 60, step=0.05)
+    ended = [e for e in events if e.type == "call.ended"]
+    poisoned = ended[3]
+    logger = CallLogger(db)
+    apply = logger._apply
+
+    async def failing(s, rows, envelope):
+        if envelope.event is poisoned:
+            raise RuntimeError("cannot write this one")
+        await apply(s, rows, envelope)
+
+    monkeypatch.setattr(logger, "_apply", failing)
+    assert await logger.handle_batch([PbxEvent("lab", ev) for ev in events]) == 1
+    async with db.session() as s:
+        calls = {c.call_uid: c for c in await s.scalars(select(Activity))}
+    assert len([c for c in calls.values() if c.kind == "call"]) == len(ended)
+    assert calls[poisoned.call_id].ended_at is None  # only its end is missing
+    assert all(calls[e.call_id].ended_at is not None for e in ended if e is not poisoned)
+
+
+async def test_events_from_another_instance_are_logged_there_not_here(db):
+    _, _, _, directory = await _setup(db)
+    machine = CallStateMachine(lab_config(agent_for_device=directory.agent_for_device))
+    events = replay(machine, load_trace("inbound-answered.ami"), start=time.time() - 60)
+    remote = [PbxEvent("lab", ev, origin="gw-b") for ev in events]
+    assert await CallLogger(db).handle_batch(remote) == 0
+    async with db.session() as s:
+        assert (await s.scalars(select(Activity))).all() == []

@@ -103,6 +103,10 @@ class DialerService:
         self._task: asyncio.Task[None] | None = None
         self._cooldown: dict[int, float] = {}  # agent -> monotonic time they may dial again
         self._calls: dict[tuple[str, str], int] = {}  # (pbx, call id) -> entry id
+        # Whether the last pass found a campaign dialling: an agent becoming free wakes the
+        # dialer only then (agents change state all day; campaigns are started through
+        # the API, which wakes it, and the tick finds any other change).
+        self._dialling = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -272,6 +276,7 @@ class DialerService:
             now = self.clock()
             report = {"expired": await self._expire(now), "dialled": 0, "offered": 0}
             runs = await self.running(now)
+            self._dialling = bool(runs)
             if not runs:
                 return report
             available = self.available_agents()
@@ -481,7 +486,7 @@ class DialerService:
         """Bus subscriber for ``agent.`` and ``call.`` events of this instance's PBX links."""
         ev = envelope.event
         if isinstance(ev, de.AgentStateChanged):
-            if ev.state == "available":
+            if ev.state == "available" and self._dialling:
                 self.wake()
             return
         call_id = getattr(ev, "call_id", None)
