@@ -299,16 +299,16 @@ async def serve_gateway(
     )
     import gc
 
-    gc_pauses: list[tuple[int, float, int]] = []  # (generation, seconds, objects tracked)
+    # Full collections: (seconds, objects collected); counting the objects tracked would
+    # itself lengthen the pause the pops see.
+    gc_pauses: list[tuple[float, int]] = []
     gc_started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             gc_started[0] = time.perf_counter()
         elif info["generation"] == 2:
-            gc_pauses.append(
-                (2, time.perf_counter() - gc_started[0], len(gc.get_objects(generation=2)))
-            )
+            gc_pauses.append((round(time.perf_counter() - gc_started[0], 4), info["collected"]))
 
     gc.callbacks.append(on_gc)
     for name in disabled:  # --disable dialer,automation: a comparison without them
@@ -351,7 +351,30 @@ async def serve_gateway(
 
         kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
         print("GCTYPES " + json.dumps(kinds.most_common(25)), flush=True)
+        # What keeps tracebacks (and their frames) alive, if anything does.
+        holders: collections.Counter[str] = collections.Counter()
+        for tb in [o for o in gc.get_objects() if type(o).__name__ == "traceback"][:300]:
+            for exc in gc.get_referrers(tb):
+                if isinstance(exc, BaseException):
+                    kind = type(exc).__qualname__
+                    for holder in gc.get_referrers(exc):
+                        owner = getattr(holder, "__qualname__", None) or type(holder).__qualname__
+                        holders[f"{kind} <- {owner}"] += 1
+                    frames = [
+                        f"{f.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{f.tb_lineno}"
+                        for f in _tb_chain(tb)
+                    ]
+                    holders[" > ".join(frames[-3:])] += 1
+        print("GCTB " + json.dumps(holders.most_common(12)), flush=True)
     await runner.cleanup()
+
+
+def _tb_chain(tb: Any) -> list[Any]:
+    out = []
+    while tb is not None:
+        out.append(tb)
+        tb = tb.tb_next
+    return out
 
 
 async def serve_echo(port: int) -> None:
@@ -753,8 +776,10 @@ async def run_bench(args: argparse.Namespace, path: Path, meta: dict[str, Any]) 
                 print("hub:", text[6:])
             elif text.startswith("GCTYPES "):
                 print("gateway tracked objects by type:", text[8:])
+            elif text.startswith("GCTB "):
+                print("what keeps tracebacks alive:", text[5:])
             elif text.startswith("GC "):
-                print("gateway gen-2 collections (gen, s, objects):", text[3:])
+                print("gateway full collections (s, objects freed):", text[3:])
             elif text.startswith("BUS "):
                 print("bus subscribers (queued, dropped, failed):", text[4:])
     return status

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -432,6 +433,13 @@ class Activity(Base, Timestamped, SoftDeleted):
         Index("ix_activities_case_time", "case_id", "occurred_at"),
         # Reports aggregate calls over a period.
         Index("ix_activities_kind_started", "kind", "started_at"),
+        # The call log reads a burst's calls by id (migration 0008 says why).
+        Index(
+            "ix_activities_call_uid",
+            "call_uid",
+            sqlite_where=text("call_uid IS NOT NULL"),
+            postgresql_where=text("call_uid IS NOT NULL"),
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm import audit
 from crm.db import Database
 from crm.models import ENTITY_MODELS, Activity, Contact, Lead, RoutingDecision
-from crm.services.phones import PhoneMatch, lookup
+from crm.services.phones import RecordKey, best_records
 from cti import domain_events as de
 from cti.callstate import VANISHED
 from cti.directory import user_id_of
@@ -60,8 +60,64 @@ class CallLogConfig:
     callback_due_minutes: int = 15
 
 
-class _Rows(dict[tuple[str, str], Activity]):
-    """The call rows one transaction has read or created, by (pbx, call id)."""
+@dataclass
+class _Batch:
+    """What one transaction has read, so each is read once per batch: the call rows by
+    (pbx, call id), the best record of each number (None: nobody's) and the routing
+    decisions by call id."""
+
+    rows: dict[tuple[str, str], Activity] = field(default_factory=dict)
+    records: dict[str, RecordKey | None] = field(default_factory=dict)
+    decisions: dict[str, list[RoutingDecision]] = field(default_factory=dict)
+
+    async def prefetch(self, s: AsyncSession, envelopes: list[PbxEvent]) -> None:
+        """Read what the batch's events will need in three statements."""
+        keys = {(e.pbx, cid) for e in envelopes if (cid := getattr(e.event, "call_id", None))}
+        if not keys:
+            return
+        for row in await s.scalars(
+            select(Activity).where(
+                Activity.call_uid.in_(sorted({cid for _, cid in keys})),
+                Activity.pbx.in_(sorted({pbx for pbx, _ in keys})),
+            )
+        ):
+            if (row.pbx, row.call_uid) in keys:
+                self.rows[row.pbx or "", row.call_uid or ""] = row
+        numbers = set()
+        for e in envelopes:
+            number = getattr(e.event, "external_number", None)
+            known = self.rows.get((e.pbx, getattr(e.event, "call_id", "")))
+            if number and number.startswith("+") and (known is None or _unlinked(known)):
+                numbers.add(number)
+        await self.match_numbers(s, numbers)
+        ended = [e.event.call_id for e in envelopes if isinstance(e.event, de.CallEnded)]
+        await self.fetch_decisions(s, ended)
+
+    async def match_numbers(self, s: AsyncSession, numbers: set[str]) -> None:
+        wanted = numbers - self.records.keys()
+        if wanted:
+            found = await best_records(s, sorted(wanted))
+            self.records.update({n: found.get(n) for n in wanted})
+
+    async def fetch_decisions(self, s: AsyncSession, call_ids: list[str]) -> None:
+        wanted = sorted(set(call_ids) - self.decisions.keys())
+        if not wanted:
+            return
+        self.decisions.update({cid: [] for cid in wanted})
+        for d in await s.scalars(
+            select(RoutingDecision)
+            .where(RoutingDecision.call_uid.in_(wanted))
+            .order_by(RoutingDecision.id.desc())
+        ):
+            self.decisions[d.call_uid or ""].append(d)
+
+
+def _unlinked(row: Activity) -> bool:
+    return not (row.contact_id or row.lead_id or row.account_id)
+
+
+def _names_a_record(variables: Any) -> bool:
+    return bool(variables) and any(variables.get(var) for var in RECORD_VARIABLES)
 
 
 class CallLogger:
@@ -76,7 +132,8 @@ class CallLogger:
         for attempt in range(2):
             try:
                 async with self.db.session() as s:
-                    await self._apply(s, _Rows(), envelope)
+                    with s.no_autoflush:
+                        await self._apply(s, _Batch(), envelope)
                 return
             except IntegrityError:
                 # Another writer (the instance this one took the PBX link over from) inserted
@@ -92,9 +149,13 @@ class CallLogger:
             return 0
         try:
             async with self.db.session() as s:
-                rows = _Rows()
-                for envelope in mine:
-                    await self._apply(s, rows, envelope)
+                # What an event changes is read back from the batch, not the database:
+                # flushing before every read would cost a statement per event.
+                with s.no_autoflush:
+                    batch = _Batch()
+                    await batch.prefetch(s, mine)
+                    for envelope in mine:
+                        await self._apply(s, batch, envelope)
             return 0
         except Exception:
             if len(mine) == 1:
@@ -112,14 +173,14 @@ class CallLogger:
                 )
         return failed
 
-    async def _apply(self, s: AsyncSession, rows: _Rows, envelope: PbxEvent) -> None:
+    async def _apply(self, s: AsyncSession, batch: _Batch, envelope: PbxEvent) -> None:
         ev = envelope.event
         if isinstance(ev, de.CallRinging):
-            await self._upsert(s, rows, envelope.pbx, ev, self._ringing_fields(ev), ev.variables)
+            await self._upsert(s, batch, envelope.pbx, ev, self._ringing_fields(ev), ev.variables)
         elif isinstance(ev, de.CallAnswered) and ev.first:
             await self._upsert(
                 s,
-                rows,
+                batch,
                 envelope.pbx,
                 ev,
                 {
@@ -140,11 +201,11 @@ class CallLogger:
             if ev.changes.get("direction"):
                 changes["direction"] = ev.changes["direction"]
             if changes:
-                await self._upsert(s, rows, envelope.pbx, ev, changes, {})
+                await self._upsert(s, batch, envelope.pbx, ev, changes, {})
         elif isinstance(ev, de.CallTransferred):
-            await self._transferred(s, rows, envelope.pbx, ev)
+            await self._transferred(s, batch, envelope.pbx, ev)
         elif isinstance(ev, de.CallEnded):
-            await self._ended(s, rows, envelope.pbx, ev)
+            await self._ended(s, batch, envelope.pbx, ev)
         elif isinstance(ev, de.PbxResynced) and ev.reason == "snapshot":
             await self._close_vanished(s, envelope.pbx, ev)
 
@@ -157,18 +218,18 @@ class CallLogger:
             "owner_id": user_id_of(ev.agent),
         }
 
-    async def _row(self, s: AsyncSession, rows: _Rows, pbx: str, call_id: str) -> Activity | None:
-        row = rows.get((pbx, call_id))
+    async def _row(self, s: AsyncSession, batch: _Batch, pbx: str, call_id: str) -> Activity | None:
+        row = batch.rows.get((pbx, call_id))
         if row is None:
             row = await s.scalar(
                 select(Activity).where(Activity.pbx == pbx, Activity.call_uid == call_id)
             )
             if row is not None:
-                rows[pbx, call_id] = row
+                batch.rows[pbx, call_id] = row
         return row
 
     async def _match(
-        self, s: AsyncSession, number: str | None, variables: Any
+        self, s: AsyncSession, batch: _Batch, number: str | None, variables: Any
     ) -> dict[str, int | None]:
         """Which record the call belongs to: the record a click-to-call started from, else
         the best match of the external number (contacts before leads before accounts)."""
@@ -184,15 +245,13 @@ class CallLogger:
             return links
         if not number or not number.startswith("+"):
             return {}
-        matches: list[PhoneMatch] = await lookup(s, [number])
-        if not matches:
+        await batch.match_numbers(s, {number})
+        best = batch.records[number]
+        if best is None:
             return {}
-        best = matches[0]
         out: dict[str, int | None] = {f"{best.entity_type}_id": best.entity_id}
-        if best.entity_type == "contact":
-            contact = await s.get(Contact, best.entity_id)
-            if contact is not None and contact.account_id:
-                out["account_id"] = contact.account_id
+        if best.account_id:
+            out["account_id"] = best.account_id
         return out
 
     async def _campaign(self, s: AsyncSession, variables: Any) -> int | None:
@@ -205,7 +264,7 @@ class CallLogger:
     async def _upsert(
         self,
         s: AsyncSession,
-        rows: _Rows,
+        batch: _Batch,
         pbx: str,
         ev: de.DomainEvent,
         fields: dict[str, Any],
@@ -214,7 +273,7 @@ class CallLogger:
     ) -> Activity:
         call_id: str = getattr(ev, "call_id")  # noqa: B009 - every call event has one
         number = number or getattr(ev, "external_number", None)
-        row = await self._row(s, rows, pbx, call_id)
+        row = await self._row(s, batch, pbx, call_id)
         if row is None:
             row = Activity(
                 kind="call",
@@ -225,17 +284,20 @@ class CallLogger:
                 started_at=_ts(ev.at),
                 external_number=number,
                 details={},
-                **await self._match(s, number, variables),
+                **await self._match(s, batch, number, variables),
             )
             s.add(row)
-            rows[pbx, call_id] = row
+            batch.rows[pbx, call_id] = row
         else:
-            if number and not row.external_number:
+            learned = bool(number and not row.external_number)
+            if learned:
                 row.external_number = number
-            unlinked = not (row.contact_id or row.lead_id or row.account_id)
-            if unlinked and (number or variables):
-                # The number or the originating record became known only now.
-                for k, v in (await self._match(s, row.external_number, variables)).items():
+            # Linked now if the number or the originating record became known only now, or,
+            # at the end, if the agent created the caller's record during the call.
+            if _unlinked(row) and (
+                learned or _names_a_record(variables) or isinstance(ev, de.CallEnded)
+            ):
+                for k, v in (await self._match(s, batch, row.external_number, variables)).items():
                     setattr(row, k, v)
         if row.campaign_id is None and variables:
             row.campaign_id = await self._campaign(s, variables)
@@ -256,9 +318,9 @@ class CallLogger:
         return row
 
     async def _transferred(
-        self, s: AsyncSession, rows: _Rows, pbx: str, ev: de.CallTransferred
+        self, s: AsyncSession, batch: _Batch, pbx: str, ev: de.CallTransferred
     ) -> None:
-        row = await self._row(s, rows, pbx, ev.call_id)
+        row = await self._row(s, batch, pbx, ev.call_id)
         if row is None:
             return
         details = dict(row.details or {})
@@ -268,10 +330,10 @@ class CallLogger:
         if to_user:
             row.agent_id = to_user
 
-    async def _ended(self, s: AsyncSession, rows: _Rows, pbx: str, ev: de.CallEnded) -> None:
+    async def _ended(self, s: AsyncSession, batch: _Batch, pbx: str, ev: de.CallEnded) -> None:
         row = await self._upsert(
             s,
-            rows,
+            batch,
             pbx,
             ev,
             {
@@ -311,7 +373,7 @@ class CallLogger:
             or (row.details or {}).get("transfers", []),
             **({"merged_into": ev.merged_into} if ev.merged_into else {}),
         }
-        routing = await self._routing(s, row, ev)
+        routing = await self._routing(s, batch, row, ev)
         if routing:
             row.details = {**row.details, "routing": routing}
         row.subject = _subject(row)
@@ -324,17 +386,21 @@ class CallLogger:
             await self._callback_task(s, row, ev)
 
     async def _routing(
-        self, s: AsyncSession, row: Activity, ev: de.CallEnded
+        self, s: AsyncSession, batch: _Batch, row: Activity, ev: de.CallEnded
     ) -> dict[str, Any] | None:
         """How the FastAGI routing decided this call, so the call record says which rule sent
         it where, why and how long deciding took. The decision is keyed by the inbound
         channel's uniqueid, which is the call's linkedid."""
-        query = select(RoutingDecision).where(RoutingDecision.call_uid == ev.call_id)
-        if row.started_at is not None:
-            query = query.where(
-                RoutingDecision.decided_at >= row.started_at - dt.timedelta(minutes=5)
-            )
-        decision = await s.scalar(query.order_by(RoutingDecision.id.desc()).limit(1))
+        await batch.fetch_decisions(s, [ev.call_id])
+        since = row.started_at - dt.timedelta(minutes=5) if row.started_at else None
+        decision = next(
+            (
+                d
+                for d in batch.decisions[ev.call_id]  # newest first
+                if since is None or d.decided_at >= since
+            ),
+            None,
+        )
         if decision is not None:
             return {
                 "decision_id": decision.id,
@@ -362,6 +428,7 @@ class CallLogger:
         """
         open_ids = set(ev.open_call_ids)
         at = _ts(ev.at) or dt.datetime.now(dt.UTC)
+        await s.flush()  # the rows this batch created are open calls too
         rows = await s.scalars(
             select(Activity).where(
                 Activity.kind == "call",
@@ -399,6 +466,8 @@ class CallLogger:
 
     async def _callback_task(self, s: AsyncSession, call: Activity, ev: de.CallEnded) -> None:
         """Missed callers are called back: a task for the record's owner (or unassigned)."""
+        if call.id is None:
+            await s.flush()  # the task names the call's row
         owner = None
         if call.contact_id:
             contact = await s.get(Contact, call.contact_id)

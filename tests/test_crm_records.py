@@ -96,6 +96,55 @@ async def test_duplicate_phone_is_refused_unless_allowed(db):
         assert len(matches) == 2
 
 
+async def test_the_best_record_of_many_numbers_at_once_is_the_one_lookup_ranks_first(db):
+    import datetime as dt
+
+    from crm.models import Contact
+    from crm.phones import normalize
+    from crm.schemas import AccountIn, LeadIn
+
+    admin = await make_actor(db, "admin", "admin")
+
+    async def create(kind, data):
+        async with db.session() as s:
+            return await records.create(
+                s, admin.principal, SPECS[kind], data, "IR", allow_duplicate=True
+            )
+
+    office = "02188776655"
+    acme = await create("account", AccountIn(name="Acme", phones=[PhoneIn(number=office)]))
+    await create("account", AccountIn(name="Acme desk", phones=[PhoneIn(number=office + " x12")]))
+    lead = await create("lead", LeadIn(first_name="L", phones=[PhoneIn(number="09120000001")]))
+    await create("account", AccountIn(name="Switch", phones=[PhoneIn(number="09120000001")]))
+    staff = await create(
+        "contact",
+        ContactIn(first_name="S", account_id=acme.id, phones=[PhoneIn(number="09120000002")]),
+    )
+    await create("lead", LeadIn(first_name="Old lead", phones=[PhoneIn(number="09120000002")]))
+    gone = await create(
+        "contact", ContactIn(first_name="G", phones=[PhoneIn(number="09120000003")])
+    )
+    async with db.session() as s:
+        (await s.get(Contact, gone.id)).deleted_at = dt.datetime.now(dt.UTC)
+    numbers = [normalize(n) for n in (office, "09120000001", "09120000002", "09120000003")]
+    numbers.append(normalize("09129999999"))  # nobody's
+    async with db.session() as s:
+        best = await phones.best_records(s, numbers)
+        for number in numbers:
+            ranked = await phones.lookup(s, [number])
+            if not ranked:
+                assert number not in best
+                continue
+            assert (best[number].entity_type, best[number].entity_id) == (
+                ranked[0].entity_type,
+                ranked[0].entity_id,
+            )
+    assert best[normalize(office)].entity_id == acme.id  # the direct line, not the extension
+    assert best[normalize("09120000001")].entity_id == lead.id
+    assert best[normalize("09120000002")] == phones.RecordKey("contact", staff.id, acme.id)
+    assert normalize("09120000003") not in best  # deleted records take no calls
+
+
 async def test_persian_search_folds_arabic_letters(db):
     admin = await make_actor(db, "admin", "admin")
     async with db.session() as s:

@@ -70,4 +70,4 @@ def test_downgrade_to_nothing_and_up_again(empty_url):
     assert _tables(empty_url) <= {"alembic_version"}
     upgrade(empty_url)
     assert set(Base.metadata.tables) <= _tables(empty_url)
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"

@@ -147,5 +147,56 @@ async def lookup(session: AsyncSession, e164_keys: Sequence[str]) -> list[PhoneM
             kind, ext = ids[rec.id]
             name = rec.name if isinstance(rec, Account) else rec.full_name
             matches.append(PhoneMatch(etype, rec.id, name, rec.owner_id, kind, ext, _RANK[etype]))
-    matches.sort(key=lambda m: (m.rank, m.extension is not None, -m.entity_id))
+    matches.sort(key=lambda m: match_order(m.entity_type, m.extension, m.entity_id))
     return matches
+
+
+def match_order(entity_type: str, extension: str | None, entity_id: int) -> tuple[int, bool, int]:
+    """Sort key of the records sharing a number: contacts, leads, accounts; a direct number
+    before a switchboard's extension; the newest record first."""
+    return (_RANK[entity_type], extension is not None, -entity_id)
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Which record a number belongs to, and the account of a contact."""
+
+    entity_type: str
+    entity_id: int
+    account_id: int | None
+
+
+async def best_records(session: AsyncSession, e164_keys: Sequence[str]) -> dict[str, RecordKey]:
+    """The best match of each number, as :func:`lookup` would rank it, for many numbers in
+    one statement and without loading the records: the call log matches every call of a
+    busy-hour burst at once."""
+    if not e164_keys:
+        return {}
+    live = (
+        select(Phone.e164, Phone.entity_type, Phone.entity_id, Phone.extension, Contact.account_id)
+        .outerjoin(Contact, (Phone.entity_type == "contact") & (Contact.id == Phone.entity_id))
+        .outerjoin(Lead, (Phone.entity_type == "lead") & (Lead.id == Phone.entity_id))
+        .outerjoin(Account, (Phone.entity_type == "account") & (Account.id == Phone.entity_id))
+        .where(
+            Phone.e164.in_(sorted(set(e164_keys))),
+            (
+                (Phone.entity_type == "contact")
+                & Contact.id.is_not(None)
+                & Contact.deleted_at.is_(None)
+            )
+            | ((Phone.entity_type == "lead") & Lead.id.is_not(None) & Lead.deleted_at.is_(None))
+            | (
+                (Phone.entity_type == "account")
+                & Account.id.is_not(None)
+                & Account.deleted_at.is_(None)
+            ),
+        )
+    )
+    best: dict[str, tuple[tuple[int, bool, int], RecordKey]] = {}
+    for e164, etype, eid, ext, account_id in (await session.execute(live)).all():
+        if etype not in _RANK:
+            continue
+        order = match_order(etype, ext, eid)
+        if e164 not in best or order < best[e164][0]:
+            best[e164] = (order, RecordKey(etype, eid, account_id if etype == "contact" else None))
+    return {e164: key for e164, (_, key) in best.items()}
