@@ -14,6 +14,7 @@ from cti.ami_message import AmiMessage
 from cti.call_logger import CallLogger
 from cti.callstate import CallStateMachine
 from cti.directory import DeviceDirectory
+from cti.domain_events import CallEnded
 from cti.envelope import PbxEvent
 from tests.ami_trace import lab_config, load_trace, replay
 from tests.crm_fixtures import make_actor
@@ -262,7 +263,7 @@ async def test_an_event_that_cannot_be_written_costs_only_itself_not_its_batch(d
     _, _, _, directory = await _setup(db)
     machine = CallStateMachine(lab_config(agent_for_device=directory.agent_for_device))
     events = replay(machine, load_trace("busy-hour-a.ami"), start=time.time() - 60, step=0.05)
-    ended = [e for e in events if e.type == "call.ended"]
+    ended = [e for e in events if isinstance(e, CallEnded)]
     poisoned = ended[3]
     logger = CallLogger(db)
     apply = logger._apply
