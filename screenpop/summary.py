@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from crm.permissions import Principal
+from crm.services.phones import RECORD_RANK
 
 Fetch = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
 
@@ -30,7 +31,6 @@ MAX_MATCHES = 5
 MAX_ITEMS = 10  # open deals / open cases per match
 RECENT = 5
 
-RANK = {"contact": 0, "lead": 1, "account": 2}  # as crm.services.phones.lookup ranks
 RECORD_VARIABLES = (  # routing / click-to-call set these (docs/routing.md); first wins
     ("TAMAS_CONTACT_ID", "contact"),
     ("TAMAS_LEAD_ID", "lead"),
@@ -297,7 +297,7 @@ def read_summary(
         candidates = {}
         hits = fetch(sql_phones(len(keys)), {f"k{i}": k for i, k in enumerate(keys)})
         for etype, eid, ext in hits:
-            if etype in RANK:
+            if etype in RECORD_RANK:
                 has_ext = ext is not None
                 prev = candidates.setdefault(etype, {}).get(eid)
                 candidates[etype][eid] = has_ext if prev is None else (prev and has_ext)
@@ -312,12 +312,12 @@ def read_summary(
 
 def _load(fetch: Fetch, candidates: dict[str, dict[int, bool]]) -> list[Match]:
     ranked: list[tuple[int, bool, int, Match]] = []
-    for etype in sorted(candidates, key=RANK.__getitem__):
+    for etype in sorted(candidates, key=RECORD_RANK.__getitem__):
         ids = sorted(candidates[etype])
         rows = fetch(sql_records(etype, len(ids)), {f"i{i}": x for i, x in enumerate(ids)})
         for row in rows:
             m = _record(etype, row)
-            ranked.append((RANK[etype], candidates[etype][m.id], -m.id, m))
+            ranked.append((RECORD_RANK[etype], candidates[etype][m.id], -m.id, m))
     ranked.sort(key=lambda r: r[:3])
     return [r[3] for r in ranked]
 
@@ -397,7 +397,7 @@ class Masks:
 
     @classmethod
     def of(cls, p: Principal) -> Masks:
-        types = tuple(RANK)
+        types = tuple(RECORD_RANK)
         return cls(
             frozenset(t for t in types if "phones" in p.masked(t)),
             frozenset(t for t in types if "name" in hidden_fields(p, t)),

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import jdatetime
 
+from crm.calendars import jalali_text, read_day
 from crm.errors import ValidationFailed
-from crm.textfold import ASCII_DIGITS
 
 SLOT_SECONDS = 900  # a quarter hour
 INTERVALS = ("hour", "day", "week")
@@ -33,30 +32,15 @@ MAX_BUCKETS = 2000
 WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4}
 WEEKDAYS |= {"saturday": 5, "sunday": 6}
 
-_DAY = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
-
 
 def parse_day(raw: str, field: str, calendar: str | None = None) -> dt.date:
     """A Gregorian date from ``raw`` (Jalali or Gregorian ``YYYY-MM-DD``)."""
-    text = raw.strip().translate(ASCII_DIGITS)
-    m = _DAY.match(text)
-    if not m:
-        raise ValidationFailed.one(field, f"{raw!r} is not a date (YYYY-MM-DD)")
-    y, mo, d = (int(x) for x in m.groups())
-    cal = calendar or ("jalali" if y < 1700 else "gregorian")
+    if calendar not in (None, "jalali", "gregorian"):
+        raise ValidationFailed.one("calendar", "must be jalali or gregorian")
     try:
-        if cal == "jalali":
-            return jdatetime.date(y, mo, d).togregorian()
-        if cal == "gregorian":
-            return dt.date(y, mo, d)
+        return read_day(raw, calendar)[0]
     except ValueError as exc:
-        raise ValidationFailed.one(field, f"{raw!r} is not a valid {cal} date: {exc}") from None
-    raise ValidationFailed.one("calendar", "must be jalali or gregorian")
-
-
-def jalali(day: dt.date) -> str:
-    j = jdatetime.date.fromgregorian(date=day)
-    return f"{j.year:04d}-{j.month:02d}-{j.day:02d}"
+        raise ValidationFailed.one(field, str(exc)) from None
 
 
 def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
@@ -85,8 +69,8 @@ class Period:
         return {
             "from": self.first_day.isoformat(),
             "to": self.last_day.isoformat(),
-            "from_jalali": jalali(self.first_day),
-            "to_jalali": jalali(self.last_day),
+            "from_jalali": jalali_text(self.first_day),
+            "to_jalali": jalali_text(self.last_day),
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
             "timezone": self.tz.key,

@@ -87,8 +87,9 @@ async def phones_of(
     return out
 
 
-# Contacts are people (most specific), leads are prospects, accounts are switchboards.
-_RANK = {"contact": 0, "lead": 1, "account": 2}
+# Contacts are people (most specific), leads are prospects, accounts are switchboards: the
+# order in which every reader of phone numbers (call log, routing, screen pop) ranks them.
+RECORD_RANK = {"contact": 0, "lead": 1, "account": 2}
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,9 @@ async def lookup(session: AsyncSession, e164_keys: Sequence[str]) -> list[PhoneM
         for rec in recs:
             kind, ext = ids[rec.id]
             name = rec.name if isinstance(rec, Account) else rec.full_name
-            matches.append(PhoneMatch(etype, rec.id, name, rec.owner_id, kind, ext, _RANK[etype]))
+            matches.append(
+                PhoneMatch(etype, rec.id, name, rec.owner_id, kind, ext, RECORD_RANK[etype])
+            )
     matches.sort(key=lambda m: match_order(m.entity_type, m.extension, m.entity_id))
     return matches
 
@@ -154,7 +157,7 @@ async def lookup(session: AsyncSession, e164_keys: Sequence[str]) -> list[PhoneM
 def match_order(entity_type: str, extension: str | None, entity_id: int) -> tuple[int, bool, int]:
     """Sort key of the records sharing a number: contacts, leads, accounts; a direct number
     before a switchboard's extension; the newest record first."""
-    return (_RANK[entity_type], extension is not None, -entity_id)
+    return (RECORD_RANK[entity_type], extension is not None, -entity_id)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ async def best_records(session: AsyncSession, e164_keys: Sequence[str]) -> dict[
     )
     best: dict[str, tuple[tuple[int, bool, int], RecordKey]] = {}
     for e164, etype, eid, ext, account_id in (await session.execute(live)).all():
-        if etype not in _RANK:
+        if etype not in RECORD_RANK:
             continue
         order = match_order(etype, ext, eid)
         if e164 not in best or order < best[e164][0]:

@@ -43,6 +43,7 @@ from crm.models import (
     User,
 )
 from crm.phones import lookup_keys
+from crm.services.phones import RECORD_RANK
 from cti.routing.engine import (
     AgentInfo,
     Calendar,
@@ -58,7 +59,6 @@ from cti.routing.rules import ACTION, CONDITIONS
 log = logging.getLogger("tamas.routing")
 
 LOGGED_OUT = "logged_out"
-_RANK = {"contact": 0, "lead": 1, "account": 2}  # as crm.services.phones.lookup ranks
 
 
 @dataclass(frozen=True)
@@ -439,11 +439,11 @@ def read_caller(
         return NOBODY
     by_type: dict[str, dict[int, bool]] = {}
     for etype, eid, ext in hits:
-        if etype in _RANK:
+        if etype in RECORD_RANK:
             by_type.setdefault(etype, {})[eid] = ext is not None
     best: RecordInfo | None = None
     live = 0
-    for etype in sorted(by_type, key=_RANK.__getitem__):
+    for etype in sorted(by_type, key=RECORD_RANK.__getitem__):
         ids = sorted(by_type[etype])
         rows = fetch(_sql_records(etype, len(ids)), {f"i{i}": x for i, x in enumerate(ids)})
         live += len(rows)

@@ -47,8 +47,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from crm.calendars import jalali_text, read_day
 from crm.schemas import Strict
-from crm.textfold import ASCII_DIGITS
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 Weekday = Literal["sat", "sun", "mon", "tue", "wed", "thu", "fri"]
@@ -371,22 +371,8 @@ def parse_holiday_date(text: str) -> tuple[dt.date, str | None]:
     """A holiday date: Gregorian ``2026-03-21``, or Jalali ``1405-01-01`` (any year before
     1700 is read as Jalali, the calendar Iranian holidays are announced in). Returns the
     Gregorian date and the Jalali text when one was given."""
-    try:
-        y, m, d = (int(p) for p in text.strip().translate(ASCII_DIGITS).split("-"))
-    except ValueError:
-        raise ValueError(f"{text!r} must be a date YYYY-MM-DD") from None
-    if y < 1700:
-        import jdatetime
-
-        try:
-            g = jdatetime.date(y, m, d).togregorian()
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a Jalali date: {exc}") from None
-        return g, f"{y:04d}-{m:02d}-{d:02d}"
-    try:
-        return dt.date(y, m, d), None
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a date: {exc}") from None
+    day, was_jalali = read_day(text)
+    return day, jalali_text(day) if was_jalali else None
 
 
 # Iran: Saturday to Wednesday full days, Thursday mornings, Friday closed.
