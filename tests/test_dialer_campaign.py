@@ -181,6 +181,21 @@ async def test_progressive_campaign_paces_to_available_agents_skips_dnc_retries_
         )
     assert audited.count("dialer_disposition") == 6 and "dialer_start" in audited
 
+    # With nobody left to call, the dialer closes the campaign on its next pass.
+    async def closed():
+        got = await api.call("GET", f"/api/v1/dialer/campaigns/{cid}", admin)
+        return got if got["status"] == "done" else None
+
+    await eventually(closed)
+    async with world.db.session() as s:
+        entry = await s.scalar(
+            select(AuditEntry).where(
+                AuditEntry.action == "dialer_finished", AuditEntry.entity_id == cid
+            )
+        )
+    assert entry is not None and entry.user_id is None
+    assert entry.changes == {"status": ["running", "done"]}
+
 
 async def _state_is(world: World, user_id: int, state: str) -> bool:
     agent = world.machine.agents.get(f"user:{user_id}")

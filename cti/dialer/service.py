@@ -252,11 +252,10 @@ class DialerService:
                     audit.record(
                         s, None, "dialer_build", "campaign", campaign.id, {}, **report.to_dict()
                     )
+            finished = await self._finish(s, [c for c, _ in rows], now)
         runs: dict[int, Run] = {}
         for campaign, dialer in rows:
-            if campaign.starts_at and now < campaign.starts_at:
-                continue
-            if campaign.ends_at and now >= campaign.ends_at:
+            if campaign.id in finished or (campaign.starts_at and now < campaign.starts_at):
                 continue
             try:
                 run = Run.of(
@@ -269,6 +268,46 @@ class DialerService:
         return runs
 
     # -- the step ---------------------------------------------------------------------------
+
+    async def _finish(self, s: Any, campaigns: list[Campaign], now: dt.datetime) -> set[int]:
+        """Running campaigns with nothing left to dial become done: past their end, or every
+        customer on the list done, exhausted or excluded (none waiting for a retry or a
+        callback, none on an agent's screen or line). Audited, with the reason."""
+        if not campaigns:
+            return set()
+        left = dict(
+            (
+                await s.execute(
+                    select(DialerEntry.campaign_id, func.count())
+                    .where(
+                        DialerEntry.campaign_id.in_([c.id for c in campaigns]),
+                        DialerEntry.state.in_(("pending", *HOLDING)),
+                    )
+                    .group_by(DialerEntry.campaign_id)
+                )
+            ).all()
+        )
+        finished: set[int] = set()
+        for campaign in campaigns:
+            if campaign.ends_at and now >= campaign.ends_at:
+                why = "its end time passed"
+            elif not left.get(campaign.id):
+                why = "every customer on its list is done"
+            else:
+                continue
+            campaign.status = "done"
+            finished.add(campaign.id)
+            audit.record(
+                s,
+                None,
+                "dialer_finished",
+                "campaign",
+                campaign.id,
+                {"status": ["running", "done"]},
+                reason=why,
+            )
+            log.info("call campaign finished", extra={"campaign": campaign.id, "why": why})
+        return finished
 
     async def step(self) -> dict[str, int]:
         """One pass: expire stale holds, then give free agents their next customers."""
