@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crm.phones import PhoneError, parse
+from cti.callstate.support import ORIGINATE_VARIABLE
 
 Fields = list[tuple[str, str]]
 
@@ -71,7 +72,7 @@ def click_to_call(
     dialer's ``TAMAS_CAMPAIGN_ID``...) ride along the same way.
     """
     plan = plan or DialPlan()
-    variables = [f"TAMAS_ORIGINATE={action_id_hint}"]
+    variables = [f"{ORIGINATE_VARIABLE}={action_id_hint}"]
     if record is not None:
         variables.append(f"TAMAS_{record[0].upper()}_ID={record[1]}")
     if agent:

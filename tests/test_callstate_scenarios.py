@@ -595,3 +595,46 @@ def test_device_and_leg_names_ignore_the_technology() -> None:
     assert device_of("PJSIP/1001") == "PJSIP/1001"
     assert leg_of("Local/1001@x-00000001;1") == leg_of("Local/1001@x-00000001;2")
     assert leg_of("PJSIP/1001-0000002a") == "PJSIP/1001-0000002a"
+
+
+# --- calls the gateway places ----------------------------------------------------------------
+
+
+def test_a_call_the_gateway_originated_rings_the_agent_as_an_outbound_call() -> None:
+    """Click-to-call and the dialer ring the agent's phone before the customer is dialled:
+    the pop must not present it as an internal (or incoming) call."""
+    m = machine()
+    agent = ("PJSIP/1001-00000009", "o.1")
+    customer = ("PJSIP/trunk-0000000a", "o.2")
+    leg = chan(*agent, "o.1", "Down", "from-internal", "s")
+    events = feed(
+        m,
+        [
+            ev("Newchannel", leg),
+            ev("VarSet", leg, Variable="TAMAS_ORIGINATE", Value="ctc-1"),
+            ev("Newstate", chan(*agent, "o.1", "Ringing", "from-internal", "s")),
+            ev("Newstate", chan(*agent, "o.1", "Up", "outbound-tamas", "09121234567")),
+            ev("Newchannel", chan(*customer, "o.1", "Down", "outbound-tamas", "09121234567")),
+            hangup(customer, "o.1"),
+            hangup(agent, "o.1"),
+        ],
+    )
+    (ringing,) = of_type(events, CallRinging)
+    assert ringing.agent == "1001" and ringing.direction == OUTBOUND
+    (call,) = ended(events)
+    assert call.direction == OUTBOUND
+
+
+def test_only_the_gateways_own_originate_variable_makes_a_call_outbound() -> None:
+    m = machine()
+    events = feed(
+        m,
+        [
+            *customer_answered_by_1001(),
+            ev("VarSet", chan(*A1, "c.1"), Variable="TAMAS_ORIGINATE", Value="forged"),
+            hangup(C, "c.1"),
+            hangup(A1, "c.1"),
+        ],
+    )
+    (call,) = ended(events)
+    assert call.direction == INBOUND  # an inbound call stays inbound

@@ -12,12 +12,13 @@ from cti.domain_events import (
 )
 
 from .calls import Call, Channel
-from .config import INBOUND, device_of
+from .config import INBOUND, OUTBOUND, device_of
 from .lifecycle import _Lifecycle
 from .support import (
     FINAL_DIRECTIONS,
     VAR_DID,
     VAR_KEEP,
+    VAR_ORIGINATE,
     VAR_RECORDING,
     Getter,
     Out,
@@ -113,9 +114,13 @@ class _CallEvents(_Lifecycle):
                 out.append(CallUpdated(at=t, call_id=call.call_id, changes={"did": value}))
         elif call.variables.get(var) != value:
             call.variables[var] = value
-            out.append(
-                CallUpdated(at=t, call_id=call.call_id, changes={"variables": dict(call.variables)})
-            )
+            changes: dict[str, Any] = {"variables": dict(call.variables)}
+            if kind == VAR_ORIGINATE and call.direction not in FINAL_DIRECTIONS:
+                # The gateway placed this call: it is outbound from the start, though the
+                # agent's phone rings before the customer's number is dialled.
+                call.direction = OUTBOUND
+                changes["direction"] = OUTBOUND
+            out.append(CallUpdated(at=t, call_id=call.call_id, changes=changes))
 
     def _on_rename(self, get: Getter, t: float, out: Out) -> None:
         ch = self._chan(get, t, out, create=False)

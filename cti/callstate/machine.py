@@ -239,6 +239,17 @@ class CallStateMachine(_CallEvents, _QueueEvents):
         )
         return out
 
+    def agent_states(self, now: float) -> list[DomainEvent]:
+        """Every agent's current state as ``agent.state`` events (``previous`` is the state
+        itself: nothing changed). ``agent.state`` only says what changes, so a gateway
+        instance that starts after the holder of this PBX's link asks for these
+        (tamas/pbx_links.py) to know who is available without waiting for each change."""
+        return [
+            self._agent_event(a, a.last_key, a.state, now)
+            for a in self._agents.values()
+            if a.last_key is not None
+        ]
+
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """JSON-ready picture of calls, queues and agents (supervisor view, debugging)."""
         t = self._now if now is None else now

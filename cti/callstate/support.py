@@ -17,11 +17,13 @@ __all__ = [
     "FINAL_DIRECTIONS",
     "MISSING",
     "OPEN_OUTCOMES",
+    "ORIGINATE_VARIABLE",
     "PBX_RESTART",
     "UNKNOWN",
     "VANISHED",
     "VAR_DID",
     "VAR_KEEP",
+    "VAR_ORIGINATE",
     "VAR_RECORDING",
     "Getter",
     "Handler",
@@ -62,6 +64,9 @@ EXTENSION_STATUS = {
 VAR_RECORDING = 1
 VAR_DID = 2
 VAR_KEEP = 3
+VAR_ORIGINATE = 4
+# Set on every call the gateway originates (click-to-call, the dialer; cti/actions.py).
+ORIGINATE_VARIABLE = "TAMAS_ORIGINATE"
 MISSING = object()
 
 

@@ -25,7 +25,9 @@ from .config import CallStateConfig, device_of
 from .queues import QueueState
 from .support import (
     MISSING,
+    ORIGINATE_VARIABLE,
     VAR_DID,
+    VAR_ORIGINATE,
     VAR_RECORDING,
     Out,
     Recent,
@@ -59,7 +61,10 @@ class _Tables:
         self._now = 0.0
         self._clock = False  # whether any real time (Timestamp or now) was ever given
         self._boot: float | None = None
-        self._var_kinds: dict[str, int] = {"MIXMONITOR_FILENAME": VAR_RECORDING}
+        self._var_kinds: dict[str, int] = {
+            "MIXMONITOR_FILENAME": VAR_RECORDING,
+            ORIGINATE_VARIABLE: VAR_ORIGINATE,
+        }
         for name in self.config.did_variables:
             self._var_kinds[name] = VAR_DID
         self._var_prefixes = tuple(self.config.variable_prefixes)
@@ -118,19 +123,27 @@ class _Tables:
         if state != previous:
             a.since = t
         self._members_changed(queues)
-        out.append(
-            AgentStateChanged(
-                at=t,
-                agent=a.agent,
-                state=state,
-                previous=previous,
-                pause_reason=reason,
-                queues=queues,
-                paused_queues=key[3],
-                device=a.device,
-                member_name=a.member_name,
-                call_id=a.current_call(),
-            )
+        out.append(self._agent_event(a, key, previous, t))
+
+    @staticmethod
+    def _agent_event(
+        a: AgentState,
+        key: tuple[str, str | None, tuple[str, ...], tuple[str, ...]],
+        previous: str | None,
+        t: float,
+    ) -> AgentStateChanged:
+        state, reason, queues, paused = key
+        return AgentStateChanged(
+            at=t,
+            agent=a.agent,
+            state=state,
+            previous=previous,
+            pause_reason=reason,
+            queues=queues,
+            paused_queues=paused,
+            device=a.device,
+            member_name=a.member_name,
+            call_id=a.current_call(),
         )
 
     def _agent_for_device(self, device: str) -> str | None:

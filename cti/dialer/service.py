@@ -50,6 +50,7 @@ from crm.models import (
 )
 from crm.permissions import PermissionDenied, Principal, mask_phone
 from cti import domain_events as de
+from cti.callstate.support import ORIGINATE_VARIABLE
 from cti.control import CtiControl
 from cti.dialer import calllist, pacing
 from cti.dialer import policy as pol
@@ -62,7 +63,6 @@ log = logging.getLogger("tamas.dialer")
 
 ENTRY_VAR = "TAMAS_DIALER_ENTRY"
 CAMPAIGN_VAR = "TAMAS_CAMPAIGN_ID"
-ORIGINATE_VAR = "TAMAS_ORIGINATE"
 HOLDING = ("offered", "dialing", "wrapup")
 _RANK = {"on_call": 5, "ringing": 4, "wrap_up": 3, "available": 2, "paused": 1}
 AGENT_COOLDOWN_S = 30.0
@@ -541,7 +541,7 @@ class DialerService:
             entry_id = int(variables[ENTRY_VAR])
         if entry_id is None:
             return
-        originate = str(variables.get(ORIGINATE_VAR, "")) if variables else ""
+        originate = str(variables.get(ORIGINATE_VARIABLE, "")) if variables else ""
         if isinstance(ev, de.CallEnded):
             self._calls.pop(key, None)
             await self._ended(envelope.pbx, ev, entry_id, originate)
