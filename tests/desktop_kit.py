@@ -3,21 +3,17 @@ Playwright downloads), screenshots kept as test artifacts, and waiting helpers."
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests.servers import CHROMIUM_ARGS
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-
-T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -58,18 +54,3 @@ async def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None] | T | None], timeout: float = 10.0, step: float = 0.05
-) -> T:
-    """The first truthy result of ``check`` (sync or async), for state the gateway or the
-    page reaches asynchronously."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(step)

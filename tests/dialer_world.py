@@ -131,15 +131,6 @@ class Ws:
         await self.ws.close()
 
 
-async def eventually(check: Any, timeout: float = 15.0, step: float = 0.05) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(step)
-
-
 async def make_world(db: Database, tmp_path: Path, **dialer: Any) -> tuple[World, Any]:
     pbx = SimulatedPbx(config=PbxConfig(tech="PJSIP"), time_scale=TIME_SCALE)
     await pbx.start()

@@ -32,17 +32,9 @@ from crm.schemas import ActivityIn, ContactIn, DealIn, LeadIn, PhoneIn
 from crm.services import records
 from crm.services.entities import SPECS
 from tests.crm_fixtures import make_actor, make_pipeline
+from tests.waiting import eventually
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-async def eventually(check: Any, timeout: float = 8.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.05)
 
 
 class World:

@@ -20,6 +20,7 @@ from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
 from tamas.config import AmiServer, Settings
 from tests.crm_fixtures import Api, make_actor
+from tests.waiting import eventually
 
 TIME_SCALE = 0.02  # one simulated second = 20 ms
 
@@ -96,15 +97,6 @@ async def _calls(db) -> list[Activity]:
         )
 
 
-async def _wait_for(predicate, timeout=5.0):
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await asyncio.sleep(0.05)
-
-
 async def test_inbound_call_is_logged_on_the_contact_as_it_happens(gateway, db):
     call = gateway["pbx"].inbound_call("09121234567", "علی رضایی", queue="sales", talk=20)
     await call.wait_answered()
@@ -113,7 +105,7 @@ async def test_inbound_call_is_logged_on_the_contact_as_it_happens(gateway, db):
         rows = await _calls(db)
         return rows if rows and rows[0].answered_at else None
 
-    rows = await _wait_for(answered_row)
+    rows = await eventually(answered_row)
     assert rows[0].ended_at is None  # written while the call is still going
     assert rows[0].contact_id == gateway["ali"].id
     await call.wait_finished()
@@ -122,7 +114,7 @@ async def test_inbound_call_is_logged_on_the_contact_as_it_happens(gateway, db):
         rows = await _calls(db)
         return rows if rows and rows[0].ended_at else None
 
-    row = (await _wait_for(ended_row))[0]
+    row = (await eventually(ended_row))[0]
     assert row.direction == "inbound" and row.external_number == "+989121234567"
     assert row.agent_id in (gateway["sara"].user.id, gateway["reza"].user.id)
     assert row.disposition == "answered"
@@ -144,7 +136,7 @@ async def test_click_to_call_rings_the_agent_then_the_customer_and_lands_on_the_
         rows = await _calls(db)
         return rows if rows and rows[0].ended_at else None
 
-    row = (await _wait_for(ended, 10))[0]
+    row = (await eventually(ended, 10))[0]
     assert row.contact_id == gateway["ali"].id
     assert row.direction == "outbound" and row.agent_id == gateway["sara"].user.id
 
@@ -176,7 +168,7 @@ async def test_actions_on_someone_elses_call_are_refused(gateway, db):
     async def live_call():
         return next((c for c in machine.calls.values() if c.agents_talked), None)
 
-    live = await _wait_for(live_call)
+    live = await eventually(live_call)
     talker = live.agents_talked[0]
     other = "reza" if talker == f"user:{gateway['sara'].user.id}" else "sara"
     other_headers = await api.login(other, gateway[other].password)
@@ -208,7 +200,7 @@ async def test_link_dropped_mid_call_resyncs_and_the_call_is_logged_once(gateway
         rows = await _calls(db)
         return rows if rows and rows[0].ended_at else None
 
-    rows = await _wait_for(ended, 10)
+    rows = await eventually(ended, 10)
     assert len(rows) == 1 and rows[0].contact_id == gateway["ali"].id
 
 
@@ -216,7 +208,7 @@ async def test_pbx_down_gives_a_clear_error(gateway, db):
     api = gateway["api"]
     await gateway["pbx"].stop()
     link = gateway["control"].pbxs["lab"].link
-    await _wait_for(lambda: asyncio.sleep(0, result=link.state != "up"), 5)
+    await eventually(lambda: asyncio.sleep(0, result=link.state != "up"), 5)
     sara = await api.login("sara", gateway["sara"].password)
     err = await api.call(
         "POST",
@@ -258,7 +250,7 @@ async def test_supervisor_pauses_an_agent_with_a_reason_and_sees_it_live(gateway
         agent = live["pbx"]["lab"]["agents"].get(f"user:{sara_id}")
         return agent if agent and agent["state"] == "paused" else None
 
-    agent = await _wait_for(paused)
+    agent = await eventually(paused)
     assert agent["pause_reason"] == "lunch"
     # The agent sees only themself in the live view.
     sara = await api.login("sara", gateway["sara"].password)
@@ -287,7 +279,7 @@ async def test_agent_logs_into_a_queue_and_out_again(gateway, db):
         expect=202,
         json={"queue": "support", "login": True},
     )
-    await _wait_for(member_of("support"))
+    await eventually(member_of("support"))
     await api.call(
         "POST",
         "/api/v1/agents/me/queues",
@@ -299,7 +291,7 @@ async def test_agent_logs_into_a_queue_and_out_again(gateway, db):
     async def gone():
         return not await member_of("support")()
 
-    await _wait_for(gone)
+    await eventually(gone)
     # Static members (queues.conf) cannot be removed over AMI: Asterisk says so, and so do we.
     err = await api.call(
         "POST",
@@ -334,7 +326,7 @@ async def test_call_that_ended_while_the_link_was_deaf_is_closed_after_resync(ga
         rows = await _calls(db)
         return rows if rows and rows[0].answered_at else None
 
-    await _wait_for(answered)
+    await eventually(answered)
     link = app_link(gateway["control"])
     resyncs = link.counters.resyncs
     gateway["pbx"].silent = True  # the PBX stops talking to us: no events, no Ping replies
@@ -345,7 +337,7 @@ async def test_call_that_ended_while_the_link_was_deaf_is_closed_after_resync(ga
         rows = await _calls(db)
         return rows if rows and rows[0].ended_at else None
 
-    rows = await _wait_for(ended, 10)
+    rows = await eventually(ended, 10)
     assert link.counters.resyncs > resyncs
     assert link.counters.heartbeat_failures >= 1
     assert len(rows) == 1 and rows[0].hangup_cause == "vanished during link loss"

@@ -31,7 +31,8 @@ from cti.simulator.engine import Request, SimCall
 from tamas.app import create_app
 from tamas.config import AmiServer, Settings
 from tests.crm_fixtures import Actor, make_actor
-from tests.desktop_kit import chromium, eventually, new_page, screenshot
+from tests.desktop_kit import chromium, new_page, screenshot
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
 

@@ -27,7 +27,8 @@ from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
 from tamas.config import AmiServer, Settings
 from tests.crm_fixtures import make_actor
-from tests.desktop_kit import chromium, eventually, new_page, screenshot
+from tests.desktop_kit import chromium, new_page, screenshot
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from crm.models import Activity, AuditEntry, Contact, DialerEntry
-from tests.dialer_world import World, eventually, make_world
+from tests.dialer_world import World, make_world
+from tests.waiting import eventually
 
 
 @pytest.fixture
