@@ -1,4 +1,9 @@
-"""REST endpoints for telephony: click-to-call, call control, queue membership, live state."""
+"""REST endpoints for telephony: click-to-call, call control, queue membership, live state.
+
+Every route that acts on a PBX is wrapped in :func:`~tamas.cluster.forward.at_link_holder`:
+with several gateway instances it runs on the one holding that PBX's AMI link, wherever the
+request landed.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from crm.permissions import Principal
 from crm.schemas import Strict
 from cti.control import CtiControl
 from cti.directory import user_id_of
+from tamas.cluster.forward import at_link_holder, pbx_in_body, pbx_in_path
 
 CONTROL = web.AppKey("cti_control", CtiControl)
 
@@ -66,6 +72,7 @@ def _user_param(request: web.Request) -> int:
         raise web.HTTPNotFound() from None
 
 
+@at_link_holder(pbx_in_body)
 async def click_to_call(request: web.Request) -> web.Response:
     """Ring the user's own phone, then dial the customer's number."""
     data = await body(request, ClickToCallIn)
@@ -81,6 +88,7 @@ async def click_to_call(request: web.Request) -> web.Response:
     return json_response(out, status=202)
 
 
+@at_link_holder(pbx_in_path)
 async def hangup(request: web.Request) -> web.Response:
     await _control(request).hangup(
         principal(request), request.match_info["pbx"], request.match_info["call_id"]
@@ -88,6 +96,7 @@ async def hangup(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+@at_link_holder(pbx_in_path)
 async def transfer(request: web.Request) -> web.Response:
     data = await body(request, TransferIn)
     await _control(request).transfer(
@@ -100,6 +109,7 @@ async def transfer(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+@at_link_holder(pbx_in_path)
 async def hold(request: web.Request) -> web.Response:
     data = await body(request, HoldIn)
     await _control(request).hold(
@@ -108,6 +118,7 @@ async def hold(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+@at_link_holder(pbx_in_path)
 async def spy(request: web.Request) -> web.Response:
     """Supervisor listens, whispers to the agent, or barges in (rings their phone)."""
     data = await body(request, SpyIn)
@@ -117,6 +128,7 @@ async def spy(request: web.Request) -> web.Response:
     return json_response(out, status=202)
 
 
+@at_link_holder(pbx_in_body)
 async def queue_membership(request: web.Request) -> web.Response:
     data = await body(request, QueueIn)
     await _control(request).queue_membership(
@@ -125,6 +137,7 @@ async def queue_membership(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+@at_link_holder(pbx_in_body)
 async def pause(request: web.Request) -> web.Response:
     data = await body(request, PauseIn)
     await _control(request).pause(
@@ -133,6 +146,7 @@ async def pause(request: web.Request) -> web.Response:
     return json_response({"ok": True}, status=202)
 
 
+@at_link_holder(pbx_in_path)
 async def recording(request: web.Request) -> web.Response:
     """Start, stop, pause or resume the call's recording (pause: card numbers)."""
     op = request.match_info["op"]

@@ -73,6 +73,9 @@ class Pbx:
     name: str
     link: Link
     machine: CallStateMachine
+    held_here: bool = True
+    """False: another gateway instance holds the AMI link (tamas/pbx_links.py); the machine
+    here is empty and actions on this PBX are carried out there (tamas/cluster/forward.py)."""
 
 
 _ids = itertools.count(1)
@@ -95,15 +98,20 @@ class CtiControl:
         self.recording_listener: RecordingListener | None = None
 
     # -- helpers ----------------------------------------------------------------------
-    def _pbx(self, name: str | None) -> Pbx:
+    def find(self, name: str | None) -> Pbx | None:
+        """The PBX a request names, else the default one (the first configured); None when
+        there is no such PBX. Public so the cluster forwarding picks the same PBX."""
         if name is None:
-            if not self.pbxs:
+            return next(iter(self.pbxs.values()), None)
+        return self.pbxs.get(name)
+
+    def _pbx(self, name: str | None) -> Pbx:
+        pbx = self.find(name)
+        if pbx is None:
+            if name is None:
                 raise PbxError("no PBX is configured", 503)
-            return next(iter(self.pbxs.values()))
-        try:
-            return self.pbxs[name]
-        except KeyError:
-            raise NotFound(f"no PBX named {name!r}") from None
+            raise NotFound(f"no PBX named {name!r}")
+        return pbx
 
     async def _send(self, pbx: Pbx, action: actions.PbxAction) -> AmiMessage:
         from cti.ami_link import AmiActionError, AmiNotConnected, AmiTimeout

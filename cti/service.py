@@ -92,6 +92,10 @@ class PbxService:
         )
         self._publish(events)
 
+    def publish_agent_states(self) -> None:
+        """Every agent's current state on the bus again (for instances that joined late)."""
+        self._publish(self.machine.agent_states(time.time()))
+
     def _on_state(self, state: str) -> None:
         self.bus.publish(LinkStateChanged(self.name, state, time.time()))
 

@@ -31,6 +31,7 @@ from screenpop.hub import HUB, Hub, HubSettings
 from screenpop.pages import setup_pages
 from tamas import __version__
 from tamas.bus import EventBus
+from tamas.cluster.forward import FORWARDER, Forwarder
 from tamas.config import AmiServer, Settings
 from tamas.health import READINESS, Readiness, healthz, readyz
 from tamas.metrics import (
@@ -131,6 +132,24 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         settings.phone_region,
         DialPlan(outbound_context=rules.outbound_context, transfer_context=rules.transfer_context),
     )
+    redis: Any = None
+    forwarder: Forwarder | None = None
+    if settings.redis_url:
+        from tamas.cluster import redis_client
+
+        redis = redis_client(settings.redis_url)  # connects on first use
+        # Control actions that land here for a PBX linked elsewhere run on its link holder.
+        forwarder = Forwarder(
+            redis,
+            prefix=settings.redis_prefix,
+            instance=settings.instance_name,
+            url=settings.instance_url,
+            find=app[CONTROL].find,
+            ttl=settings.lease_ttl_seconds,
+            # The holder may wait for the PBX that long before it answers (504) itself.
+            timeout=max((s.action_timeout for s in settings.ami), default=10.0) + 5.0,
+        )
+        app[FORWARDER] = forwarder
     app.add_routes(cti_routes())
     app.add_routes(desktop_api_routes())
     app.add_routes(knowledge_routes())  # knowledge base and call scripts
@@ -148,7 +167,7 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
     metrics.add_source(hub_source(hub))
     app.router.add_get("/ws", hub.handle_ws)
     app.on_shutdown.append(hub.shutdown)  # sockets closed with 1001 before the rest stops
-    setup_routing(app, db, settings)
+    setup_routing(app, db, settings, bus)
     setup_campaigns(app, db, settings)  # e-mail campaigns: links, scheduler, bounces
     # Before the PBX links start (lifecycle below), so no recording event is missed.
     setup_recordings(app, db, settings, bus, app[CONTROL])
@@ -174,12 +193,10 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         if not servers and settings.simulate_pbx:
             simulator, server = await start_simulated_pbx(settings)
             servers = [server]
-        redis, bridge = None, None
-        if settings.redis_url:
-            from tamas.cluster import redis_client
+        bridge = None
+        if redis is not None:
             from tamas.cluster.redis_bus import RedisBridge
 
-            redis = redis_client(settings.redis_url)
             bridge = RedisBridge(
                 redis,
                 bus,
@@ -189,6 +206,8 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
             )
             await bridge.start()
             metrics.add_source(cluster_source(bridge, settings.instance_name))
+        if forwarder is not None:
+            await forwarder.start()
         config = machine_config(rules, settings.phone_region, directory)
         links = PbxLinks(
             servers,
@@ -228,6 +247,8 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await bus.drain()  # the last events reach the call log and the cluster
+        if forwarder is not None:
+            await forwarder.stop()
         if bridge is not None:
             await bridge.stop()
         if redis is not None:

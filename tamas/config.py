@@ -232,6 +232,10 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_prefix: str = Field(default="tamas", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     lease_ttl_seconds: float = Field(default=5.0, ge=0.5, le=300)
+    # Where the other instances reach this one's HTTP API: a control action (click-to-call,
+    # hangup, pause...) that lands on an instance without the PBX's link is carried out by
+    # the holder at this address. Unset: built from http_host and http_port (instance_url).
+    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     cluster_stream_maxlen: int = Field(default=100_000, ge=1000)
     desktop: DesktopSettings = Field(default_factory=DesktopSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
@@ -272,6 +276,20 @@ class Settings(BaseSettings):
     def instance_name(self) -> str:
         """This instance in the cluster: ``instance_id``, else host name and process id."""
         return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def instance_url(self) -> str:
+        """Base URL of this instance's HTTP API for the other instances: ``advertise_url``,
+        else ``http://http_host:http_port``, with the host name in place of an address that
+        means every interface (``0.0.0.0``, ``::``), which no other machine can dial."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = self.http_host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"  # an IPv6 address
+        return f"http://{host}:{self.http_port}"
 
     @property
     def recordings_path(self) -> Path:

@@ -8,7 +8,16 @@ over when the holder's lease runs out. A takeover starts a *fresh* service: the 
 in and resyncs from the PBX's own lists, and the call log closes calls that ended while no
 instance was listening (``PbxResynced.open_call_ids``).
 
-``pbxs`` is the mapping :class:`cti.control.CtiControl` reads; entries are swapped in place.
+``pbxs`` is the mapping :class:`cti.control.CtiControl` reads; entries are swapped in place
+(``Pbx.held_here`` says which kind an entry is).
+
+``agent.state`` events only say what changes, so an instance that starts after the holder
+has linked would not know any agent's state (routing would take every agent for logged out,
+wallboards would show none) until each one changed. It therefore asks once, at start
+(:class:`AgentStatesWanted`, through the cluster bus), and every holder answers with the
+current state of each agent of its PBXs as ``agent.state`` events, which reach every
+instance like any other event (the holder's own subscribers see them as repeats of what
+they know).
 """
 
 from __future__ import annotations
@@ -19,16 +28,34 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cti import event_codec
 from cti.ami_link import AmiNotConnected
 from cti.ami_message import AmiMessage
 from cti.callstate import CallStateConfig, CallStateMachine
 from cti.control import Pbx
 from cti.service import PbxService
-from tamas.bus import EventBus
-from tamas.cluster.lease import LeaseKeeper, RedisLease, instance_of, make_token
+from tamas.bus import EventBus, is_local
+from tamas.cluster.lease import LeaseKeeper, RedisLease, instance_of, lease_key, make_token
 from tamas.config import AmiServer
 
 log = logging.getLogger("tamas.cti")
+
+AGENT_STATES_WANTED = "cluster.agent_states_wanted"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatesWanted:
+    """An instance that just started asks the link holders for every agent's state."""
+
+    at: float
+    type: str = AGENT_STATES_WANTED
+    origin: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "at": self.at}
+
+
+event_codec.register(AgentStatesWanted, in_envelope=False)
 
 
 class StandbyLink:
@@ -98,10 +125,10 @@ class PbxLinks:
                 await self._start_service(slot)
                 continue
             slot.standby = StandbyLink(server.name)
-            self.pbxs[server.name] = Pbx(server.name, slot.standby, CallStateMachine(self.config))
+            self.pbxs[server.name] = self._standby_entry(slot)
             lease = RedisLease(
                 self.redis,
-                f"{self.prefix}:lease:pbx:{server.name}",
+                lease_key(self.prefix, server.name),
                 make_token(self.instance),
                 self.lease_ttl,
             )
@@ -116,6 +143,21 @@ class PbxLinks:
             # First round now, so a lone instance links at once instead of after a tick.
             await slot.keeper.step()
             slot.keeper.start()
+        if self.redis is not None:
+            self.bus.subscribe("states-wanted", self._agent_states_wanted, AGENT_STATES_WANTED)
+            self.bus.publish(AgentStatesWanted(time.time()))
+
+    async def _agent_states_wanted(self, event: Any) -> None:
+        """Another instance started: tell it the state of every agent of our PBXs."""
+        if is_local(event):
+            return
+        for slot in self.slots.values():
+            if slot.service is not None:
+                slot.service.publish_agent_states()
+
+    def _standby_entry(self, slot: LinkSlot) -> Pbx:
+        assert slot.standby is not None
+        return Pbx(slot.server.name, slot.standby, CallStateMachine(self.config), held_here=False)
 
     async def stop(self) -> None:
         for slot in self.slots.values():
@@ -143,9 +185,7 @@ class PbxLinks:
         if svc is None:
             return
         if slot.standby is not None:
-            self.pbxs[slot.server.name] = Pbx(
-                slot.server.name, slot.standby, CallStateMachine(self.config)
-            )
+            self.pbxs[slot.server.name] = self._standby_entry(slot)
         await svc.stop()
         slot.retired_events += svc.link.counters.events
         log.info("pbx link stopped here", extra={"pbx": slot.server.name})

@@ -22,9 +22,20 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tamas.cluster.forward import SERVED_BY
 from tests.servers import ARTIFACTS_DIR, HOST, free_port, log_tail
 
 SECRET_KEY = "cluster-test-secret-key-shared-by-all-instances-0123456789"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An API answer: status, JSON body, and the instance that carried the request out when
+    it was forwarded to the PBX link's holder (``X-Tamas-Served-By``; None: served here)."""
+
+    status: int
+    body: Any
+    served_by: str | None
 
 
 @dataclass
@@ -33,6 +44,7 @@ class GatewayProcess:
     config: dict[str, Any]
     workdir: Path
     port: int = field(default_factory=free_port)
+    agi_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +56,12 @@ class GatewayProcess:
         return self.workdir / f"{self.name}.log"
 
     def start(self) -> None:
-        cfg = {**self.config, "instance_id": self.name, "http_port": self.port}
+        cfg = {
+            **self.config,
+            "instance_id": self.name,
+            "http_port": self.port,
+            "agi_port": self.agi_port,
+        }
         path = self.workdir / f"{self.name}.toml"
         path.write_text(to_toml(cfg), encoding="utf-8")
         # Only this test's settings: a stray TAMAS_* variable would change the instance.
@@ -132,6 +149,19 @@ class GatewayProcess:
             assert resp.status == 200, await resp.text()
             token: str = (await resp.json())["token"]
             return token
+
+    async def api(self, method: str, path: str, token: str, body: Any = None) -> Answer:
+        """One API request with a user's token."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method,
+                f"{self.url}{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp,
+        ):
+            return Answer(resp.status, await resp.json(), resp.headers.get(SERVED_BY))
 
 
 async def wait_for(predicate: Any, limit: float = 20.0, every: float = 0.1) -> Any:

@@ -1,7 +1,9 @@
 """Two gateway instances (real ``tamas serve`` processes) behind one PBX, with a real
 PostgreSQL and Redis: exactly one holds the AMI link, the other still sees every call, and
 when the holder is killed the other takes the link over and the call log stays complete:
-each call logged once, none left open.
+each call logged once, none left open. Control actions (click-to-call, hangup, pause) sent
+to the instance without the link are carried out by the holder, and FastAGI routing there
+sees the holder's agent states.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import pytest
 from sqlalchemy import select
 
 from crm.db import Database
-from crm.models import Activity
-from crm.schemas import ContactIn, PhoneIn
+from crm.models import Activity, AuditEntry
+from crm.schemas import ContactIn, PhoneIn, TeamIn
 from crm.services import records
 from crm.services.entities import SPECS
+from crm.services.users import create_team
 from cti.callstate import VANISHED
 from cti.simulator import PbxConfig, SimulatedPbx
 from cti.simulator.engine import Request
-from tests.cluster_world import SECRET_KEY, GatewayProcess, wait_for
+from tests.cluster_world import SECRET_KEY, Answer, GatewayProcess, wait_for
 from tests.crm_fixtures import make_actor
+from tests.routing_world import agi_call, set_rules
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -43,9 +47,15 @@ async def world(postgres_server, postgres_template, redis_server, tmp_path: Path
     db = Database(url)
     pbx = SimulatedPbx(config=PbxConfig(tech="PJSIP"), time_scale=TIME_SCALE)
     await pbx.start()
+    async with db.session() as s:
+        team_id = (await create_team(s, None, TeamIn(name="Support", queue="support"))).id
     admin = await make_actor(db, "admin", "admin")
     # Queue "support" has one member, 1003: sara's phone, so every support call pops at sara.
-    sara = await make_actor(db, "sara", devices=["PJSIP/1003"], extension="1003")
+    sara = await make_actor(
+        db, "sara", devices=["PJSIP/1003"], extension="1003", team_ids=[team_id]
+    )
+    boss = await make_actor(db, "boss", "supervisor", team_ids=[team_id])  # sara's supervisor
+    reza = await make_actor(db, "reza")  # an agent of no team
     async with db.session() as s:
         ali = await records.create(
             s,
@@ -67,7 +77,6 @@ async def world(postgres_server, postgres_template, redis_server, tmp_path: Path
         "lease_ttl_seconds": LEASE_TTL,
         "secret_key": SECRET_KEY,  # shared: a token from one instance works on the other
         "http_host": "127.0.0.1",
-        "agi_port": 0,
         "simulate_pbx": False,
         "log_level": "INFO",
         "ami": [
@@ -93,7 +102,15 @@ async def world(postgres_server, postgres_template, redis_server, tmp_path: Path
         return gw
 
     try:
-        yield {"db": db, "pbx": pbx, "gateway": gateway, "ali": ali, "sara": sara}
+        yield {
+            "db": db,
+            "pbx": pbx,
+            "gateway": gateway,
+            "ali": ali,
+            "sara": sara,
+            "boss": boss,
+            "reza": reza,
+        }
     finally:
         for gw in gateways:
             gw.stop()
@@ -134,8 +151,8 @@ async def ready(gw: GatewayProcess) -> dict | None:
     return body if status == 200 else None
 
 
-async def test_the_standby_sees_the_holders_calls_and_takes_over_when_it_is_killed(world):
-    pbx = world["pbx"]
+async def holder_and_standby(world: dict[str, Any]) -> tuple[GatewayProcess, GatewayProcess]:
+    """gw-a up and holding the link, then gw-b up (on standby)."""
     a = world["gateway"]("gw-a")
     await a.wait_serving()
     await wait_for(lambda: holds_link(a))
@@ -143,6 +160,12 @@ async def test_the_standby_sees_the_holders_calls_and_takes_over_when_it_is_kill
     await b.wait_serving()
     body = await wait_for(lambda: ready(b))
     assert body["checks"]["pbx:lab"] == "held by gw-a"
+    return a, b
+
+
+async def test_the_standby_sees_the_holders_calls_and_takes_over_when_it_is_killed(world):
+    pbx = world["pbx"]
+    a, b = await holder_and_standby(world)
     assert not await holds_link(b)
     assert len(pbx.sessions) == 1  # one AMI connection: gw-a's
 
@@ -261,3 +284,124 @@ class Desktop:
         except TimeoutError:
             seen = [(f["type"], f.get("call_id")) for f in self.frames]
             raise AssertionError(f"no {kind} frame for {call_id}; frames: {seen}") from None
+
+
+# -- control actions and routing on the instance without the link ------------------------------
+
+
+def sent(pbx: SimulatedPbx, action: str) -> list[dict[str, str]]:
+    """The AMI actions of that name the PBX received (from whichever instance)."""
+    return [dict(m.items()) for m in pbx.actions if m.get("Action") == action]
+
+
+async def test_control_actions_sent_to_the_standby_are_carried_out_by_the_link_holder(world):
+    db, pbx = world["db"], world["pbx"]
+    a, b = await holder_and_standby(world)
+    sara = await b.login("sara")
+
+    # Click-to-call through gw-b: placed on the PBX by gw-a, the only AMI session there.
+    out = await b.api(
+        "POST", "/api/v1/calls/click-to-call", sara, {"entity": "contact", "id": world["ali"].id}
+    )
+    assert (out.status, out.served_by) == (202, "gw-a"), out.body
+    assert out.body["pbx"] == "lab" and out.body["device"] == "PJSIP/1003"
+    assert len(pbx.sessions) == 1
+    [originate] = sent(pbx, "Originate")
+    assert originate["Channel"] == "PJSIP/1003"
+
+    async def outbound_row() -> Activity | None:
+        rows = [r for r in await calls(db) if r.direction == "outbound"]
+        return rows[0] if rows else None
+
+    row = await wait_for(outbound_row, limit=10)
+    assert row.contact_id == world["ali"].id and row.agent_id == world["sara"].user.id
+
+    # Hang up through gw-b a call only gw-a's call-state machine knows.
+    call = pbx.inbound_call("09121234567", "علی رضایی", queue="support", talk=LONG)
+    await call.wait_answered(10)
+    await wait_for(lambda: _answered_row(db, call.linkedid), limit=10)
+    path = f"/api/v1/calls/lab/{call.linkedid}/hangup"
+    reza = await b.login("reza")
+    # Someone else's call: the holder refuses, and gw-b passes the refusal on as it is.
+    refused_via_b = await b.api("POST", path, reza)
+    refused_at_a = await a.api("POST", path, reza)
+    assert refused_via_b.status == 403 and refused_via_b.served_by == "gw-a"
+    assert (refused_via_b.status, refused_via_b.body) == (refused_at_a.status, refused_at_a.body)
+    assert refused_at_a.served_by is None  # asked of the holder itself: not forwarded
+    out = await b.api("POST", path, sara)
+    assert (out.status, out.body, out.served_by) == (202, {"ok": True}, "gw-a")
+    await call.wait_finished(5)
+    # Each action was audited once, by the holder (the refused one not at all).
+    async with db.session() as s:
+        actions = list(
+            await s.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.action.in_(("click_to_call", "hangup")))
+                .order_by(AuditEntry.id)
+            )
+        )
+    assert actions == ["click_to_call", "hangup"]
+
+
+async def test_fastagi_on_the_standby_routes_with_the_holders_agent_states(world):
+    db = world["db"]
+    # Calls from ali go to his owner, sara, when she is available; else to the queue.
+    await set_rules(db, [([], {"type": "owner"})])
+    # gw-b starts after gw-a has linked: it learns the states by asking, not from changes.
+    a, b = await holder_and_standby(world)
+
+    async def route(gw: GatewayProcess) -> dict[str, str]:
+        return (await agi_call(gw.agi_port, callerid="09121234567")).variables
+
+    at_a = await route(a)
+    assert at_a["TAMAS_ROUTE"] == "agent" and at_a["TAMAS_ROUTE_DIAL"] == "PJSIP/1003"
+
+    async def routed_like_a() -> dict[str, str] | None:
+        at_b = await route(b)
+        return at_b if at_b == at_a else None
+
+    await wait_for(routed_like_a, limit=10)
+
+    # Her supervisor pauses her through gw-b: gw-a tells the PBX, and both route alike again.
+    boss = await b.login("boss")
+    sara_id = world["sara"].user.id
+    reza = await b.login("reza")
+    pause = {"paused": True, "reason": "lunch"}
+    refused = await b.api("POST", f"/api/v1/agents/{sara_id}/pause", reza, pause)
+    assert refused == Answer(
+        403, {"error": "you may only pause yourself (or your team's agents)"}, "gw-a"
+    )
+    out = await b.api("POST", f"/api/v1/agents/{sara_id}/pause", boss, pause)
+    assert (out.status, out.served_by) == (202, "gw-a"), out.body
+    [paused] = sent(world["pbx"], "QueuePause")
+    assert (paused["Interface"], paused["Reason"]) == ("PJSIP/1003", "lunch")
+
+    async def queued(gw: GatewayProcess) -> dict[str, str] | None:
+        variables = await route(gw)
+        return variables if variables["TAMAS_ROUTE"] == "queue" else None
+
+    at_a = await wait_for(lambda: queued(a), limit=10)
+    at_b = await wait_for(lambda: queued(b), limit=10)
+    assert at_b == at_a
+
+
+async def test_after_the_holder_dies_control_actions_reach_the_new_holder(world):
+    a, b = await holder_and_standby(world)
+    sara = await b.login("sara")
+    click = {"entity": "contact", "id": world["ali"].id}
+    a.kill()
+    # Until gw-b takes over, the PBX has no reachable holder: a clear 503 naming it.
+    out = await b.api("POST", "/api/v1/calls/click-to-call", sara, click)
+    assert out.status == 503 and "PBX lab" in out.body["error"], out.body
+    assert not sent(world["pbx"], "Originate")
+
+    await wait_for(lambda: holds_link(b), limit=LEASE_TTL * 4 + 5)
+    out = await b.api("POST", "/api/v1/calls/click-to-call", sara, click)
+    assert (out.status, out.served_by) == (202, None), out.body  # the holder now: served here
+    # A third instance, started now, forwards to the new holder.
+    c = world["gateway"]("gw-c")
+    await c.wait_serving()
+    await wait_for(lambda: ready(c))
+    out = await c.api("POST", "/api/v1/calls/click-to-call", sara, click)
+    assert (out.status, out.served_by) == (202, "gw-b"), out.body
+    assert len(sent(world["pbx"], "Originate")) == 2 and len(world["pbx"].sessions) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -43,6 +44,7 @@ def test_postgres_url_is_given_the_async_driver(monkeypatch):
         ("TAMAS_DATABASE_URL", "mysql://x", "must be a sqlite:/// or postgresql:// URL"),
         ("TAMAS_PHONE_REGION", "iran", "phone_region"),
         ("TAMAS_HTTP_POTR", "1", "unknown setting TAMAS_HTTP_POTR"),
+        ("TAMAS_ADVERTISE_URL", "10.0.0.7:8080", "advertise_url (TAMAS_ADVERTISE_URL)"),
     ],
 )
 def test_bad_setting_is_a_one_line_error_naming_it(monkeypatch, env, value, expected):
@@ -50,6 +52,19 @@ def test_bad_setting_is_a_one_line_error_naming_it(monkeypatch, env, value, expe
     with pytest.raises(ConfigError) as err:
         load_settings()
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_address_other_instances_use_defaults_to_where_the_api_listens(monkeypatch):
+    monkeypatch.setenv("TAMAS_HTTP_HOST", "10.0.0.7")
+    monkeypatch.setenv("TAMAS_HTTP_PORT", "8081")
+    assert load_settings().instance_url == "http://10.0.0.7:8081"
+    # Bound to every interface: the others dial the host name, not 0.0.0.0.
+    monkeypatch.setenv("TAMAS_HTTP_HOST", "0.0.0.0")
+    assert load_settings().instance_url == f"http://{socket.gethostname()}:8081"
+    monkeypatch.setenv("TAMAS_HTTP_HOST", "fd00::7")
+    assert load_settings().instance_url == "http://[fd00::7]:8081"
+    monkeypatch.setenv("TAMAS_ADVERTISE_URL", "https://gw-a.internal:8443/")
+    assert load_settings().instance_url == "https://gw-a.internal:8443"
 
 
 def test_missing_or_broken_config_file_is_reported(tmp_path):

@@ -12,6 +12,7 @@ from cti.domain_events import DomainEvent
 from .config import INBOUND, OUTBOUND
 
 __all__ = [
+    "AGENT_STATE_RANK",
     "ANSWERED_OUTCOMES",
     "EXTENSION_STATUS",
     "FINAL_DIRECTIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "Handler",
     "Out",
     "Recent",
+    "busier",
     "duration",
     "getter",
     "known",
@@ -65,6 +67,16 @@ VAR_RECORDING = 1
 VAR_DID = 2
 VAR_KEEP = 3
 VAR_ORIGINATE = 4
+# Agent states, most telling first: an agent busy on one PBX is busy, though available on
+# another (routing's and the dialer's view of who is free).
+AGENT_STATE_RANK = {"on_call": 5, "ringing": 4, "wrap_up": 3, "available": 2, "paused": 1}
+
+
+def busier(state: str, than: str | None) -> bool:
+    """Whether an agent ``state`` says more than ``than`` (None: nothing known yet)."""
+    return than is None or AGENT_STATE_RANK.get(state, 0) > AGENT_STATE_RANK.get(than, 0)
+
+
 # Set on every call the gateway originates (click-to-call, the dialer; cti/actions.py).
 ORIGINATE_VARIABLE = "TAMAS_ORIGINATE"
 MISSING = object()

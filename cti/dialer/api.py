@@ -7,13 +7,15 @@ from typing import Literal
 
 from aiohttp import web
 from pydantic import Field
+from sqlalchemy import select
 
 from crm.api.base import body, db, int_param, json_response, match_id, principal
-from crm.models import utcnow
+from crm.models import DialerCampaign, DialerEntry, utcnow
 from crm.schemas import Strict
 from cti.dialer import manage
 from cti.dialer.config import DialerCampaignIn, DialerSettingsIn
 from cti.dialer.service import DialerService
+from tamas.cluster.forward import at_link_holder
 
 DIALER = web.AppKey("dialer", DialerService)
 
@@ -107,8 +109,24 @@ async def list_entries(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+async def _campaign_pbx(request: web.Request) -> str | None:
+    """The PBX an entry is dialled on: its campaign's (None: the default PBX)."""
+    try:
+        entry_id = int(request.match_info["id"])
+    except ValueError:
+        return None
+    async with db(request).session() as s:
+        pbx: str | None = await s.scalar(
+            select(DialerCampaign.pbx)
+            .join(DialerEntry, DialerEntry.campaign_id == DialerCampaign.campaign_id)
+            .where(DialerEntry.id == entry_id)
+        )
+    return pbx
+
+
+@at_link_holder(_campaign_pbx)
 async def dial(request: web.Request) -> web.Response:
-    """Preview: dial the customer offered to me."""
+    """Preview: dial the customer offered to me (on the instance holding the PBX link)."""
     out = await _service(request).dial_offered(principal(request), match_id(request))
     return json_response(out, status=202 if out.get("dialled") else 200)
 

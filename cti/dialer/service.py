@@ -50,7 +50,7 @@ from crm.models import (
 )
 from crm.permissions import PermissionDenied, Principal, mask_phone
 from cti import domain_events as de
-from cti.callstate.support import ORIGINATE_VARIABLE
+from cti.callstate.support import ORIGINATE_VARIABLE, busier
 from cti.control import CtiControl
 from cti.dialer import calllist, pacing
 from cti.dialer import policy as pol
@@ -64,7 +64,6 @@ log = logging.getLogger("tamas.dialer")
 ENTRY_VAR = "TAMAS_DIALER_ENTRY"
 CAMPAIGN_VAR = "TAMAS_CAMPAIGN_ID"
 HOLDING = ("offered", "dialing", "wrapup")
-_RANK = {"on_call": 5, "ringing": 4, "wrap_up": 3, "available": 2, "paused": 1}
 AGENT_COOLDOWN_S = 30.0
 
 
@@ -149,7 +148,7 @@ class DialerService:
                 if uid is None:
                     continue
                 cur = out.get(uid)
-                if cur is None or _RANK.get(st.state, 0) > _RANK.get(cur[0], 0):
+                if busier(st.state, cur[0] if cur else None):
                     out[uid] = (st.state, st.since)
         return out
 

@@ -26,3 +26,8 @@ def redis_client(url: str) -> Any:
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
     )
+
+
+def text(value: Any) -> str:
+    """A Redis reply as text (the client returns bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

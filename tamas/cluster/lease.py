@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tamas.cluster import text
+
 log = logging.getLogger("tamas.cluster")
 
 # KEYS[1] = lease key, ARGV[1] = our token, ARGV[2] = ttl in ms
@@ -38,6 +40,11 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def lease_key(prefix: str, pbx: str) -> str:
+    """The Redis key of the lease on a PBX's AMI link (its value: the holder's token)."""
+    return f"{prefix}:lease:pbx:{pbx}"
 
 
 def make_token(instance: str) -> str:
@@ -108,9 +115,7 @@ class RedisLease:
     async def holder(self) -> str | None:
         """The token of the current holder, if any."""
         raw = await self.redis.get(self.key)
-        if raw is None:
-            return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return None if raw is None else text(raw)
 
 
 Callback = Callable[[], Awaitable[None]]

@@ -34,6 +34,7 @@ from typing import Any
 
 from cti import event_codec
 from tamas.bus import EventBus, is_local
+from tamas.cluster import text
 
 log = logging.getLogger("tamas.cluster")
 
@@ -90,7 +91,7 @@ class RedisBridge:
         """Subscribe to the local bus and read the stream from its current end."""
         try:
             last = await self.redis.xrevrange(self.stream, count=1)
-            self.last_id = _text(last[0][0]) if last else "0-0"
+            self.last_id = text(last[0][0]) if last else "0-0"
             self.connected = True
         except Exception as exc:  # Redis down at start: read from whatever comes first
             self.counters.redis_errors += 1
@@ -195,11 +196,11 @@ class RedisBridge:
             self.connected = True
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
-                    self.last_id = _text(entry_id)
+                    self.last_id = text(entry_id)
                     self._deliver(fields)
 
     def _deliver(self, fields: dict[Any, Any]) -> None:
-        origin = _text(fields.get(b"o", fields.get("o", "")))
+        origin = text(fields.get(b"o", fields.get("o", "")))
         if origin == self.instance:
             return
         payload = fields.get(b"e", fields.get("e", b""))
@@ -238,7 +239,3 @@ class RedisBridge:
                 "cluster bus: redis error",
                 extra={"direction": direction, "error": f"{type(exc).__name__}: {exc}"},
             )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
