@@ -200,7 +200,7 @@ class EmailSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Every setting of ``tamas``; see ``docs/configuration.md`` for the meaning of each."""
+    """Every setting of ``tamas``; the README's "Configuration" table says what each means."""
 
     model_config = SettingsConfigDict(
         env_prefix="TAMAS_", env_nested_delimiter="__", extra="forbid", validate_default=True
