@@ -23,8 +23,9 @@ from cti.api import CONTROL
 from cti.dialer import DIALER, DialerService
 from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
-from tamas.config import AmiServer, Settings
+from tamas.config import Settings
 from tests.crm_fixtures import Actor, Api, make_actor
+from tests.simulated import simulator_ami
 
 TIME_SCALE = 0.02  # one simulated second = 20 ms
 
@@ -140,19 +141,7 @@ async def make_world(db: Database, tmp_path: Path, **dialer: Any) -> tuple[World
         simulate_pbx=False,
         agi_port=0,
         dialer={"tick_seconds": 0.2, **dialer},
-        ami=[
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=0.5,
-                ping_timeout=1.0,
-                action_timeout=3,
-                reconnect_max_delay=0.5,
-            )
-        ],
+        ami=[simulator_ami(pbx, ping_interval=0.5, ping_timeout=1.0, action_timeout=3)],
     )
     admin = await make_actor(db, "admin", "admin")
     agents = {

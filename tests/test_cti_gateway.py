@@ -18,8 +18,9 @@ from cti.ami_link import AmiLink
 from cti.api import CONTROL
 from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
-from tamas.config import AmiServer, Settings
+from tamas.config import Settings
 from tests.crm_fixtures import Api, make_actor
+from tests.simulated import simulator_ami
 from tests.waiting import eventually
 
 TIME_SCALE = 0.02  # one simulated second = 20 ms
@@ -33,19 +34,7 @@ async def gateway(db, tmp_path: Path):
         data_dir=tmp_path / "data",
         database_url=db.url,
         simulate_pbx=False,
-        ami=[
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=0.2,
-                ping_timeout=0.5,
-                action_timeout=2,
-                reconnect_max_delay=0.5,
-            )
-        ],
+        ami=[simulator_ami(pbx, ping_interval=0.2, ping_timeout=0.5, action_timeout=2)],
     )
     admin = await make_actor(db, "admin", "admin")
     sara = await make_actor(db, "sara", devices=["PJSIP/1001"], extension="1001")

@@ -29,9 +29,10 @@ from crm.services.users import create_team
 from cti.simulator import Agent, PbxConfig, QueueConfig, SimulatedPbx
 from cti.simulator.engine import Request, SimCall
 from tamas.app import create_app
-from tamas.config import AmiServer, Settings
+from tamas.config import Settings
 from tests.crm_fixtures import Actor, make_actor
 from tests.desktop_kit import chromium, new_page, screenshot
+from tests.simulated import simulator_ami
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
@@ -141,19 +142,7 @@ async def world(db, tmp_path: Path, chromium_path: str):
         database_url=db.url,
         simulate_pbx=False,
         agi_port=0,
-        ami=[
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=1,
-                ping_timeout=1,
-                action_timeout=3,
-                reconnect_max_delay=0.5,
-            )
-        ],
+        ami=[simulator_ami(pbx, ping_interval=1, ping_timeout=1, action_timeout=3)],
     )
     app = create_app(settings, db)
     server = TestServer(app, host="127.0.0.1")

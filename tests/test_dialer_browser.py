@@ -25,9 +25,10 @@ from crm.services.entities import SPECS
 from cti.api import CONTROL
 from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
-from tamas.config import AmiServer, Settings
+from tamas.config import Settings
 from tests.crm_fixtures import make_actor
 from tests.desktop_kit import chromium, new_page, screenshot
+from tests.simulated import simulator_ami
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
@@ -71,19 +72,7 @@ async def test_agent_dials_a_preview_card_records_the_outcome_and_sees_a_reminde
         simulate_pbx=False,
         agi_port=0,
         dialer={"tick_seconds": 0.2},
-        ami=[
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=1,
-                ping_timeout=1,
-                action_timeout=3,
-                reconnect_max_delay=0.5,
-            )
-        ],
+        ami=[simulator_ami(pbx, ping_interval=1, ping_timeout=1, action_timeout=3)],
     )
     app = create_app(settings, db)
     server = TestServer(app, host="127.0.0.1")

@@ -19,9 +19,10 @@ from cti.api import CONTROL
 from cti.simulator import PbxConfig, SimulatedPbx
 from recordings.api import RECORDINGS
 from tamas.app import create_app
-from tamas.config import AmiServer, RecordingSettings, Settings
+from tamas.config import RecordingSettings, Settings
 from tests.ami_trace import TRACES
 from tests.crm_fixtures import Api, make_actor
+from tests.simulated import simulator_ami
 
 WAV = TRACES / "recording-inbound-answered.wav"
 TIME_SCALE = 0.02
@@ -40,19 +41,7 @@ async def gateway(db, tmp_path: Path):
         database_url=db.url,
         simulate_pbx=False,
         recordings=RecordingSettings(spool_dir=spool, stable_seconds=0.2),
-        ami=[
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=0.2,
-                ping_timeout=0.5,
-                action_timeout=2,
-                reconnect_max_delay=0.5,
-            )
-        ],
+        ami=[simulator_ami(pbx, ping_interval=0.2, ping_timeout=0.5, action_timeout=2)],
     )
     sara = await make_actor(db, "sara", devices=["PJSIP/1001"], extension="1001")
     reza = await make_actor(db, "reza", devices=["PJSIP/1002"], extension="1002")

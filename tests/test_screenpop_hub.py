@@ -29,8 +29,9 @@ from cti.envelope import PbxEvent
 from cti.simulator import Agent, PbxConfig, QueueConfig, SimulatedPbx
 from screenpop.hub import HUB
 from tamas.app import BUS, create_app
-from tamas.config import AmiServer, Settings, WsSettings
+from tamas.config import Settings, WsSettings
 from tests.crm_fixtures import Actor, Api, make_actor, make_pipeline
+from tests.simulated import simulator_ami
 
 TIME_SCALE = 0.02  # one simulated second = 20 ms
 ALI = "09121234567"  # a known contact with everything a pop shows
@@ -318,18 +319,7 @@ async def world(db: Database, tmp_path: Path) -> Any:
             database_url=db.url,
             simulate_pbx=False,
             agi_port=0,
-            ami=[
-                AmiServer(
-                    name="lab",
-                    host="127.0.0.1",
-                    port=pbx.port,
-                    username=pbx.username,
-                    secret=pbx.secret,
-                    ping_interval=0.5,
-                    action_timeout=2,
-                    reconnect_max_delay=0.5,
-                )
-            ],
+            ami=[simulator_ami(pbx, ping_interval=0.5, action_timeout=2)],
             ws=WsSettings(**{"revalidate_seconds": 0.3, "hello_timeout": 3.0, **ws}),
         )
         people = await _people(db)
