@@ -20,7 +20,7 @@ ARTIFACTS := test-artifacts
 PYTEST_FLAGS := -q -ra -n 3 --durations=15 --junitxml=$(ARTIFACTS)/junit.xml
 PYTEST_ARGS ?=
 # The whole suite takes ~8 min; past this, something is hung (each test also has its own
-# 240 s limit in pyproject.toml, which prints every thread's stack).
+# 240 s limit in pyproject.toml: it fails with its asyncio tasks' stacks, tests/hangs.py).
 PYTEST_DEADLINE ?= 40m
 MYPY_TARGETS := tamas crm cti screenpop recordings tests $(wildcard bench/*.py)
 

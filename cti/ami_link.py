@@ -52,6 +52,7 @@ from panoramisk.manager import Manager
 from cti.ami_message import AmiMessage
 from cti.ami_protocol import AmiParser, FieldValue, ParseProblem, encode_action
 from tamas.config import AmiServer
+from tamas.tasks import cancel_and_wait
 
 __all__ = [
     "AmiActionError",
@@ -499,9 +500,7 @@ class AmiLink:
             except AmiError:
                 pass
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # unlike ``await task``, a cancel of stop() propagates
+        await cancel_and_wait([task])
         self._set_state("down")
 
     async def __aenter__(self) -> AmiLink:

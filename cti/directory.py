@@ -9,13 +9,13 @@ back to the queue member interface).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import select
 
 from crm.db import Database
 from crm.models import Device, User
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.cti")
 
@@ -83,7 +83,4 @@ class DeviceDirectory:
                 log.exception("device directory refresh failed")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])

@@ -7,7 +7,6 @@ lists, ticks it once a second (wrap-up ends without an event) and publishes what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from cti.directory import DeviceDirectory
 from cti.envelope import PbxEvent
 from tamas.bus import EventBus
 from tamas.config import AmiServer, CallRules
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.cti")
 
@@ -109,8 +109,5 @@ class PbxService:
         self._ticker = asyncio.create_task(self._tick(), name=f"tick:{self.name}")
 
     async def stop(self) -> None:
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await cancel_and_wait([self._ticker])
         await self.link.stop()

@@ -49,6 +49,7 @@ from recordings.policy import (
 )
 from recordings.storage import RecordingStorage, make_key
 from tamas.config import RecordingSettings
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.recordings")
 T = TypeVar("T")
@@ -131,11 +132,7 @@ class RecordingService:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._inflight:
             # A conversion in flight finishes (the row is settled); a stuck one is reset

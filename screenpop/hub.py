@@ -17,7 +17,6 @@ other calls go on. See docs/websocket.md for the protocol.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -70,6 +69,7 @@ from screenpop.summary import (
     read_activity_id,
     read_summary,
 )
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.screenpop")
 
@@ -409,15 +409,7 @@ class Hub:
         for handle in (self._queue_flush, self._call_flush):
             if handle is not None:
                 handle.cancel()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait([self._loop_task, *self._tasks])
         await self.reader.close()
 
     async def shutdown(self, app: web.Application | None = None) -> None:

@@ -18,11 +18,12 @@ happens once, on the instance that holds the PBX link.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.bus")
 
@@ -153,11 +154,7 @@ class EventBus:
             await sub.queue.join()
 
     async def close(self) -> None:
-        for sub in self._subs:
-            if sub.task is not None:
-                sub.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sub.task
+        await cancel_and_wait(sub.task for sub in self._subs)
         self._subs.clear()
 
     def stats(self) -> dict[str, dict[str, int]]:

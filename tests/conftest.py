@@ -16,7 +16,7 @@ else:
     # workers, 5 s is not always enough for a PBX round trip to show.
     expect.set_options(timeout=15_000)
 
-pytest_plugins = ["tests.servers", "tests.crm_fixtures"]
+pytest_plugins = ["tests.servers", "tests.crm_fixtures", "tests.hangs"]
 
 
 @pytest.fixture(autouse=True, scope="session")

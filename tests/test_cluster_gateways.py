@@ -112,12 +112,17 @@ async def world(postgres_server, postgres_template, redis_server, tmp_path: Path
             "reza": reza,
         }
     finally:
+        hung = []  # a gateway that does not stop on SIGTERM fails the test, after the cleanup
         for gw in gateways:
-            gw.stop()
+            try:
+                await gw.stop()
+            except AssertionError as exc:
+                hung.append(str(exc))
             gw.save_log()
         await pbx.stop()
         await db.dispose()
         postgres_server.drop_database(name)
+        assert not hung, "\n".join(hung)
 
 
 async def calls(db: Database) -> list[Activity]:

@@ -18,7 +18,6 @@ POST), ``/email/inbound`` (bounces and replies from the MTA, with the shared sec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import html
 import logging
@@ -55,6 +54,7 @@ from crm.schemas import Strict
 from crm.services import records
 from crm.services.entities import SPECS
 from tamas.config import Settings
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.api.campaigns")
 
@@ -817,11 +817,7 @@ def setup_campaigns(app: web.Application, database: Database, config: Settings) 
                 )
             )
         yield
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(tasks)
         await app[MAILER].stop()
 
     app.cleanup_ctx.append(jobs)

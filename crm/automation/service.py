@@ -10,7 +10,6 @@ the reassignment rules. Schedules: every ``tick_seconds`` the enabled scheduled 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from crm.automation.runner import Runner
 from crm.db import Database
 from crm.models import AutomationRule, utcnow
 from crm.services.changes import RecordChanged, UserDeactivated
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.automation")
 
@@ -119,11 +119,8 @@ class AutomationService:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="automation")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

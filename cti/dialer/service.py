@@ -58,6 +58,7 @@ from cti.dialer.calllist import MODELS, RecordFacts, record_facts
 from cti.dialer.config import Run
 from cti.dialer.window import customer_window
 from cti.directory import user_id_of
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.dialer")
 
@@ -114,11 +115,8 @@ class DialerService:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="dialer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     def wake(self) -> None:
         self._wake.set()

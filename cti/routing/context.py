@@ -17,7 +17,6 @@ what dominates otherwise, see BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -55,6 +54,7 @@ from cti.routing.engine import (
     number_forms,
 )
 from cti.routing.rules import ACTION, CONDITIONS
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.routing")
 
@@ -780,8 +780,5 @@ class ContextBuilder:
         )
 
     async def close(self) -> None:
-        if self._refreshing is not None and not self._refreshing.done():
-            self._refreshing.cancel()
-            with contextlib.suppress(BaseException):
-                await self._refreshing
+        await cancel_and_wait([self._refreshing])
         await self.reader.close()

@@ -38,6 +38,7 @@ from cti.routing.engine import (
     evaluate,
     stored_reasons,
 )
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.routing")
 DECISIONS = Base.metadata.tables["routing_decisions"]
@@ -182,9 +183,7 @@ class DecisionWriter:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 30)
             except (TimeoutError, Exception):
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+                await cancel_and_wait([self._task])
             self._task = None
         try:
             await self.flush()

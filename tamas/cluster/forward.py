@@ -19,7 +19,6 @@ Without Redis (one instance) no :class:`Forwarder` exists and the routes run as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +32,7 @@ from crm.api.base import error
 from cti.control import Pbx
 from tamas.cluster import text
 from tamas.cluster.lease import instance_of, lease_key
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.cluster")
 
@@ -169,11 +169,8 @@ class Forwarder:
         self._task = asyncio.create_task(self._keep_advertising(), name="cluster:advertise")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self._http is not None:
             await self._http.close()
             self._http = None

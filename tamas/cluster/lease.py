@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tamas.cluster import text
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.cluster")
 
@@ -155,11 +156,8 @@ class LeaseKeeper:
 
     async def stop(self) -> None:
         """Stop trying; if held: ``on_lost`` first (the link stops), then release."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self.held:
             await self._lose("shutting down")
             try:

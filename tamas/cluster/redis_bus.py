@@ -35,6 +35,7 @@ from typing import Any
 from cti import event_codec
 from tamas.bus import EventBus, is_local
 from tamas.cluster import text
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.cluster")
 
@@ -112,11 +113,7 @@ class RedisBridge:
                     while self._out or self._inflight:
                         self._wake.set()
                         await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     # -- out: local bus -> stream ------------------------------------------------------------

@@ -54,6 +54,7 @@ from crm.models import (
 )
 from crm.permissions import Principal
 from crm.services import extras
+from tamas.tasks import cancel_and_wait
 
 log = logging.getLogger("tamas.campaigns.email")
 
@@ -709,9 +710,4 @@ class CampaignMailer:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
-        tasks = [t for t in self.tasks.values() if not t.done()]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(list(self.tasks.values()))
