@@ -7,8 +7,10 @@ request landed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Literal
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import Field
@@ -16,9 +18,17 @@ from pydantic import Field
 from crm.api.base import body, json_response, principal
 from crm.permissions import Principal
 from crm.schemas import Strict
-from cti.control import CtiControl
+from cti.control import CtiControl, Pbx
 from cti.directory import user_id_of
-from tamas.cluster.forward import at_link_holder, pbx_in_body, pbx_in_path
+from tamas.cluster.forward import (
+    FORWARDED_BY,
+    FORWARDER,
+    Refused,
+    There,
+    at_link_holder,
+    pbx_in_body,
+    pbx_in_path,
+)
 
 CONTROL = web.AppKey("cti_control", CtiControl)
 
@@ -174,29 +184,49 @@ def _visible_call(p: Principal, call: dict[str, Any]) -> bool:
 
 
 async def live(request: web.Request) -> web.Response:
-    """Calls in progress, queues and agents, as far as the user may see them."""
+    """Calls in progress, queues and agents, as far as the user may see them (``?pbx=``:
+    of one PBX). A PBX linked from another gateway instance is shown as that instance's
+    call-state machine sees it, asked with the user's credentials (``held_by`` names it)."""
     p = principal(request)
-    out: dict[str, Any] = {"pbx": {}}
-    now = time.time()
-    for name, pbx in _control(request).pbxs.items():
-        snap = pbx.machine.snapshot(now)
-        calls = [c for c in snap["calls"] if _visible_call(p, c)]
-        view: dict[str, Any] = {"link": getattr(pbx.link, "state", None), "calls": calls}
-        if p.scope in ("team", "all"):
-            view["queues"] = snap["queues"]
-            agents = snap["agents"]
-            if not p.is_admin:
-                agents = {
-                    a: v
-                    for a, v in agents.items()
-                    if user_id_of(a) in p.teammate_ids or user_id_of(a) == p.user_id
-                }
-            view["agents"] = agents
-        else:
-            mine = f"user:{p.user_id}"
-            view["agents"] = {a: v for a, v in snap["agents"].items() if a == mine}
-        out["pbx"][name] = view
-    return json_response(out)
+    only = request.query.get("pbx")
+    forwarder = request.app.get(FORWARDER)
+    asked_by_instance = request.headers.get(FORWARDED_BY) is not None
+    pbxs = {n: x for n, x in _control(request).pbxs.items() if only is None or n == only}
+
+    async def view_of(name: str, pbx: Pbx) -> dict[str, Any]:
+        if forwarder is not None and not pbx.held_here and not asked_by_instance:
+            where = await forwarder.where(name, None)
+            if isinstance(where, There):
+                got = await forwarder.ask(request, where, f"/api/v1/calls/live?pbx={quote(name)}")
+                if not isinstance(got, Refused):
+                    return {**got["pbx"].get(name, {}), "held_by": where.instance}
+                where = got
+            if isinstance(where, Refused):
+                return {"link": None, "calls": [], "error": where.message}
+        return _local_view(p, pbx, time.time())
+
+    views = await asyncio.gather(*(view_of(n, x) for n, x in pbxs.items()))
+    return json_response({"pbx": dict(zip(pbxs, views, strict=True))})
+
+
+def _local_view(p: Principal, pbx: Pbx, now: float) -> dict[str, Any]:
+    snap = pbx.machine.snapshot(now)
+    calls = [c for c in snap["calls"] if _visible_call(p, c)]
+    view: dict[str, Any] = {"link": getattr(pbx.link, "state", None), "calls": calls}
+    if p.scope in ("team", "all"):
+        view["queues"] = snap["queues"]
+        agents = snap["agents"]
+        if not p.is_admin:
+            agents = {
+                a: v
+                for a, v in agents.items()
+                if user_id_of(a) in p.teammate_ids or user_id_of(a) == p.user_id
+            }
+        view["agents"] = agents
+    else:
+        mine = f"user:{p.user_id}"
+        view["agents"] = {a: v for a, v in snap["agents"].items() if a == mine}
+    return view
 
 
 def cti_routes() -> list[web.RouteDef]:

@@ -45,6 +45,7 @@ from screenpop import audience
 from screenpop.audience import CallFacts, Viewer
 from screenpop.directory import Directory, load_directory
 from screenpop.frames import Frames
+from screenpop.presence import Presence, UserPush, UsersOnline
 from screenpop.seqbuffer import BufferLimits, SeqStream
 from screenpop.state import (
     AgentChanged,
@@ -392,6 +393,15 @@ class Hub:
         self.lookups = 0
         # Seconds from ringing to the pop sent, per pop (tamas/metrics.py: pop latency).
         self.pop_observers: list[Callable[[float], None]] = []
+        # Several instances: where users are connected, for their own events (presence.py).
+        self.presence: Presence | None = None
+
+    def join_cluster(self, publish: Callable[[Any], None]) -> None:
+        """Announce this instance's users on the bus and deliver others' ``ws.push``."""
+        self.presence = Presence(publish, self._connected_users)
+
+    def _connected_users(self) -> list[int]:
+        return [uid for uid, session in self.sessions.items() if session.clients]
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -403,17 +413,23 @@ class Hub:
         self._loop_task = asyncio.get_running_loop().create_task(
             self._maintain(), name="ws-maintenance"
         )
+        if self.presence is not None:
+            self.presence.start()
 
     async def stop(self) -> None:
         await self.shutdown()
         for handle in (self._queue_flush, self._call_flush):
             if handle is not None:
                 handle.cancel()
+        if self.presence is not None:
+            await self.presence.leave()
         await cancel_and_wait([self._loop_task, *self._tasks])
         await self.reader.close()
 
     async def shutdown(self, app: web.Application | None = None) -> None:
         """Close every socket with 1001 (aiohttp ``on_shutdown``)."""
+        if self.presence is not None and not self.closing:
+            await self.presence.leave()
         self.closing = True
         clients = [c for s in self.sessions.values() for c in s.clients]
         for client in clients:
@@ -481,6 +497,9 @@ class Hub:
     async def handle(self, envelope: Any) -> None:
         """The bus subscriber: never waits for a socket or a database (in a burst of events
         it only yields now and then, so the socket writers keep up)."""
+        if isinstance(envelope, UsersOnline | UserPush):
+            self._from_instance(envelope)
+            return
         self.dispatch(envelope)
         self._burst += 1
         if self._burst >= BURST or self._popped:
@@ -649,13 +668,37 @@ class Hub:
 
     def push_to_user(self, user_id: int, frame: Mapping[str, Any]) -> bool:
         """Send one user an event of their own (``reminder``, ``dialer.*``): numbered and
-        kept for replay like every event, to each of their open tabs. False (and nothing
-        sent) when the user has no socket open here, so the caller can try again later."""
-        session = self.sessions.get(user_id)
-        if session is None or not session.clients or self.closing:
+        kept for replay like every event, to each of their open tabs, on this instance or
+        (several instances) on the one their socket is on. False (and nothing sent) when
+        the user has no socket open anywhere, so the caller can try again later."""
+        if self.closing:
             return False
-        self._send(session, dumps(dict(frame)), time.time())
-        return True
+        session = self.sessions.get(user_id)
+        if session is not None and session.clients:
+            self._send(session, dumps(dict(frame)), time.time())
+            return True
+        if self.presence is not None and self.presence.elsewhere(user_id):
+            self.presence.forward(user_id, dict(frame))
+            return True
+        return False
+
+    def _from_instance(self, event: UsersOnline | UserPush) -> None:
+        """Another instance's announcement, or an event it forwards for a user here."""
+        presence = self.presence
+        if presence is None or event.origin is None:
+            return  # not clustered, or our own
+        if isinstance(event, UsersOnline):
+            presence.heard(event)
+            return
+        session = self.sessions.get(event.user_id)
+        if session is None or self.closing:
+            # Gone since the announcement: the sender counted it as sent (a reminder shows
+            # in the user's list of reminders all the same).
+            presence.undeliverable += 1
+            log.warning("user event for a user not connected here", extra={"user": event.user_id})
+            return
+        presence.received += 1
+        self._send(session, dumps(event.frame), time.time())  # replayed on reconnect
 
     def _emit(self, note: Note) -> None:
         now = time.time()
@@ -907,6 +950,8 @@ class Hub:
         session.clients.add(client)
         session.idle_since = None
         client.start()
+        if self.presence is not None:
+            self.presence.changed()
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -918,6 +963,8 @@ class Hub:
             session.clients.discard(client)
             if not session.clients:
                 session.idle_since = time.time()
+                if self.presence is not None:
+                    self.presence.changed()
         return ws
 
     def _client_frame(self, client: Client, text: str) -> None:
@@ -1022,6 +1069,15 @@ class Hub:
             "pending_calls": len(self._pending),
             "lookups": self.lookups,
             "dropped_clients": self.dropped,
+            **(
+                {
+                    "user_events_forwarded": self.presence.forwarded,
+                    "user_events_received": self.presence.received,
+                    "user_events_undeliverable": self.presence.undeliverable,
+                }
+                if self.presence is not None
+                else {}
+            ),
         }
 
 

@@ -186,8 +186,12 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         # in batches, none dropped.
         bus.subscribe_batch("call-log", logger.handle_batch, "call.", "pbx.resynced")
         # Screen pops and wallboards show every event, from this instance or another one.
+        if redis is not None:
+            hub.join_cluster(bus.publish)  # reminders and dialer cards reach any instance
         await hub.start()
-        bus.subscribe("screenpop", hub.handle, "call.", "queue.", "agent.", "pbx.")
+        bus.subscribe(
+            "screenpop", hub.handle, "call.", "queue.", "agent.", "pbx.", "ws.online", "ws.push"
+        )
         simulator = None
         servers = list(settings.ami)
         if not servers and settings.simulate_pbx:

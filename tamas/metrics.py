@@ -255,6 +255,17 @@ def hub_source(hub: Any) -> Source:
             "Websocket clients closed because they fell behind (4409)",
         )
         dropped.add_metric([], st.get("dropped_clients", 0))
-        return [clients, users, watchers, dropped]
+        families: list[Metric] = [clients, users, watchers, dropped]
+        if "user_events_forwarded" in st:  # several instances (screenpop/presence.py)
+            forwarded = CounterMetricFamily(
+                "tamas_user_events",
+                "Events of a user's own (reminders, dialer cards) exchanged with the instance "
+                "their socket is on",
+                labels=["direction"],
+            )
+            for direction in ("forwarded", "received", "undeliverable"):
+                forwarded.add_metric([direction], st[f"user_events_{direction}"])
+            families.append(forwarded)
+        return families
 
     return collect

@@ -327,6 +327,11 @@ async def test_control_actions_sent_to_the_standby_are_carried_out_by_the_link_h
     await wait_for(lambda: _answered_row(db, call.linkedid), limit=10)
     path = f"/api/v1/calls/lab/{call.linkedid}/hangup"
     reza = await b.login("reza")
+    # The live list on gw-b is gw-a's (its call-state machine), as each user may see it.
+    live = (await b.api("GET", "/api/v1/calls/live", sara)).body["pbx"]["lab"]
+    assert live["held_by"] == "gw-a" and live["link"] == "up"
+    assert [c["call_id"] for c in live["calls"]] == [call.linkedid]
+    assert (await b.api("GET", "/api/v1/calls/live", reza)).body["pbx"]["lab"]["calls"] == []
     # Someone else's call: the holder refuses, and gw-b passes the refusal on as it is.
     refused_via_b = await b.api("POST", path, reza)
     refused_at_a = await a.api("POST", path, reza)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -221,18 +222,47 @@ class Forwarder:
 
     async def forward(self, request: web.Request, there: There) -> web.StreamResponse:
         """The holder's answer to the same request, status and body as it gave them."""
+        got = await self._exchange(
+            request, there, request.method, str(request.rel_url), await request.read()
+        )
+        if isinstance(got, Refused):
+            return error(got.status, got.message)
+        status, body, content_type = got
+        headers = {SERVED_BY: there.instance}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def ask(self, request: web.Request, there: There, path: str) -> Any:
+        """The holder's JSON for ``GET path``, asked with the caller's credentials (what
+        the caller may see there); :class:`Refused` when it cannot be had."""
+        got = await self._exchange(request, there, "GET", path, b"")
+        if isinstance(got, Refused):
+            return got
+        status, body, _ = got
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if status != 200 or not isinstance(data, dict):
+            message = data.get("error") if isinstance(data, dict) else None
+            return Refused(status if status >= 400 else 502, str(message or f"status {status}"))
+        return data
+
+    async def _exchange(
+        self, request: web.Request, there: There, method: str, path: str, body: bytes
+    ) -> tuple[int, bytes, str | None] | Refused:
         assert self._http is not None, "Forwarder not started"
         holder = f"PBX {there.pbx} is linked from gateway instance {there.instance} at {there.url}"
         try:
             async with self._http.request(
-                request.method,
-                there.url + str(request.rel_url),
-                data=await request.read(),
+                method,
+                there.url + path,
+                data=body,
                 headers=forward_headers(request.headers, self.instance),
                 allow_redirects=False,
             ) as resp:
-                status, body = resp.status, await resp.read()
-                content_type = resp.headers.get("Content-Type")
+                return resp.status, await resp.read(), resp.headers.get("Content-Type")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             return self._failed(
                 there, exc, 503, f"{holder}, which cannot be reached; try again in a few seconds"
@@ -253,18 +283,14 @@ class Forwarder:
                 f"{holder}, which broke off the request ({type(exc).__name__}); "
                 "the action may have been carried out",
             )
-        headers = {SERVED_BY: there.instance}
-        if content_type:
-            headers["Content-Type"] = content_type
-        return web.Response(status=status, body=body, headers=headers)
 
     @staticmethod
-    def _failed(there: There, exc: Exception, status: int, message: str) -> web.Response:
+    def _failed(there: There, exc: Exception, status: int, message: str) -> Refused:
         log.warning(
             "control request not forwarded",
             extra={"pbx": there.pbx, "holder": there.instance, "error": repr(exc)},
         )
-        return error(status, message)
+        return Refused(status, message)
 
 
 FORWARDER = web.AppKey("cluster_forwarder", Forwarder)
