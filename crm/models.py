@@ -206,9 +206,7 @@ class Account(Base, Timestamped, SoftDeleted, ContactPreferences):
     is_vip: Mapped[bool] = mapped_column(default=False)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
-    merged_into_id: Mapped[int | None] = mapped_column(
-        ForeignKey("accounts.id"), index=True
-    )
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
 
 
 class Contact(Base, Timestamped, SoftDeleted, ContactPreferences):
@@ -228,9 +226,7 @@ class Contact(Base, Timestamped, SoftDeleted, ContactPreferences):
     birthday: Mapped[dt.date | None] = mapped_column(Date)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
-    merged_into_id: Mapped[int | None] = mapped_column(
-        ForeignKey("contacts.id"), index=True
-    )
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     account: Mapped[Account | None] = relationship(lazy="joined")
 
     @property
@@ -264,18 +260,10 @@ class Lead(Base, Timestamped, SoftDeleted, ContactPreferences):
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
     converted_at: Mapped[dt.datetime | None]
-    converted_contact_id: Mapped[int | None] = mapped_column(
-        ForeignKey("contacts.id"), index=True
-    )
-    converted_account_id: Mapped[int | None] = mapped_column(
-        ForeignKey("accounts.id"), index=True
-    )
-    converted_deal_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deals.id"), index=True
-    )
-    merged_into_id: Mapped[int | None] = mapped_column(
-        ForeignKey("leads.id"), index=True
-    )
+    converted_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    converted_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    converted_deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
 
     @property
     def full_name(self) -> str:
