@@ -169,16 +169,6 @@ class GatewayProcess:
             return Answer(resp.status, await resp.json(), resp.headers.get(SERVED_BY))
 
 
-async def wait_for(predicate: Any, limit: float = 20.0, every: float = 0.1) -> Any:
-    """Poll an async predicate until it returns something truthy (its value)."""
-    async with asyncio.timeout(limit):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await asyncio.sleep(every)
-
-
 def to_toml(values: dict[str, Any]) -> str:
     """The few TOML shapes a gateway config needs (scalars, and [[ami]] tables)."""
 

@@ -18,6 +18,7 @@ from cti.service import LinkStateChanged
 from tamas.bus import EventBus, local_only
 from tamas.cluster import redis_client
 from tamas.cluster.redis_bus import RedisBridge
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -76,20 +77,12 @@ def call_events(call_id: str) -> list[Any]:
     ]
 
 
-async def wait_until(predicate, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
-
-
 async def test_events_produced_on_one_instance_reach_the_other_in_order_marked_remote(cluster):
     a, b, _, _ = cluster
     events = [*call_events("c1"), LinkStateChanged("lab", "up", 3.0)]
     for ev in events:
         a.bus.publish(ev)
-    await wait_until(lambda: len(b.seen) == len(events))
+    await eventually(lambda: len(b.seen) == len(events))
     assert b.seen == events
     assert {ev.origin for ev in b.seen} == {"gw-a"}
     assert [ev.origin for ev in a.seen] == [None] * len(events)
@@ -99,7 +92,7 @@ async def test_nothing_echoes_back_and_remote_events_are_not_forwarded_again(clu
     a, b, admin, stream = cluster
     for ev in call_events("c2"):
         a.bus.publish(ev)
-    await wait_until(lambda: len(b.seen) == 3)
+    await eventually(lambda: len(b.seen) == 3)
     await asyncio.sleep(0.5)  # time for an echo to show up, if there were one
     assert len(a.seen) == 3
     entries = await admin.xrange(stream)
@@ -112,7 +105,7 @@ async def test_side_effects_happen_only_on_the_instance_that_produced_the_event(
     for ev in call_events("c3"):
         a.bus.publish(ev)
     b.bus.publish(PbxEvent("other-pbx", de.CallRinging(at=1.0, call_id="x", agent="user:1")))
-    await wait_until(lambda: len(b.seen) == 4 and len(a.seen) == 4)
+    await eventually(lambda: len(b.seen) == 4 and len(a.seen) == 4)
     await a.bus.drain()
     await b.bus.drain()
     assert [ev.event.call_id for ev in a.logged] == ["c3", "c3", "c3"]
@@ -136,7 +129,7 @@ async def test_events_published_while_redis_connections_drop_all_arrive_in_order
     def first_seen() -> list[str]:
         return list(dict.fromkeys(ev.event.call_id for ev in b.seen))
 
-    await wait_until(lambda: len(first_seen()) == len(ids), 20)
+    await eventually(lambda: len(first_seen()) == len(ids), 20)
     # Nothing lost, nothing out of order. A write cut in the middle may be retried, so an
     # event can arrive twice (at least once), never go missing.
     assert first_seen() == ids
@@ -159,7 +152,7 @@ async def test_undecodable_entries_and_unknown_local_events_are_skipped(cluster)
 
     a.bus.publish(Private())  # not in the codec: stays on this instance
     a.bus.publish(call_events("c4")[0])
-    await wait_until(lambda: len(b.seen) == 2)
+    await eventually(lambda: len(b.seen) == 2)
     assert [ev.event.call_id for ev in b.seen] == ["ok", "c4"]  # the rest of a batch survives
     assert b.bridge.counters.decode_errors == 4
     entries = await admin.xrange(stream)
@@ -177,7 +170,7 @@ async def test_a_bridge_that_cannot_reach_redis_starts_buffers_and_drops_the_old
         for i in range(8):
             bus.publish(PbxEvent("lab", de.CallHeld(at=float(i), call_id=f"c{i}")))
         await bus.drain()
-        await wait_until(lambda: bridge.counters.redis_errors >= 2)
+        await eventually(lambda: bridge.counters.redis_errors >= 2)
         assert not bridge.connected
         assert bridge.counters.dropped >= 3
         assert bridge.counters.published == 0

@@ -28,9 +28,10 @@ from crm.services.users import create_team
 from cti.callstate import VANISHED
 from cti.simulator import PbxConfig, SimulatedPbx
 from cti.simulator.engine import Request
-from tests.cluster_world import SECRET_KEY, Answer, GatewayProcess, wait_for
+from tests.cluster_world import SECRET_KEY, Answer, GatewayProcess
 from tests.crm_fixtures import make_actor
 from tests.routing_world import agi_call, set_rules
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -160,10 +161,10 @@ async def holder_and_standby(world: dict[str, Any]) -> tuple[GatewayProcess, Gat
     """gw-a up and holding the link, then gw-b up (on standby)."""
     a = world["gateway"]("gw-a")
     await a.wait_serving()
-    await wait_for(lambda: holds_link(a))
+    await eventually(lambda: holds_link(a), timeout=20)
     b = world["gateway"]("gw-b")
     await b.wait_serving()
-    body = await wait_for(lambda: ready(b))
+    body = await eventually(lambda: ready(b), timeout=20)
     assert body["checks"]["pbx:lab"] == "held by gw-a"
     return a, b
 
@@ -193,7 +194,7 @@ async def _scenario(world: dict[str, Any], a: GatewayProcess, b: GatewayProcess,
     assert pop["call_id"] == first.linkedid and pop["pbx"] == "lab"
     assert pop["caller_name"] == "علی رضایی"
     assert [m["id"] for m in pop["matches"]] == [world["ali"].id]
-    before = await wait_for(lambda: _answered_row(db, first.linkedid), limit=10)
+    before = await eventually(lambda: _answered_row(db, first.linkedid), timeout=10)
     assert before.contact_id == world["ali"].id and before.agent_id == world["sara"].user.id
 
     async def b_received_the_call() -> bool:
@@ -202,7 +203,7 @@ async def _scenario(world: dict[str, Any], a: GatewayProcess, b: GatewayProcess,
             sample(m, "tamas_cluster_events_received_total") or 0
         ) >= 2
 
-    await wait_for(b_received_the_call, limit=10)
+    await eventually(b_received_the_call, timeout=10)
     m = await b.metrics()
     assert sample(m, "tamas_open_calls", pbx="lab") == 0.0  # gw-b does not hold the link
     assert sample(m, "tamas_websocket_clients") == 1.0
@@ -212,7 +213,7 @@ async def _scenario(world: dict[str, Any], a: GatewayProcess, b: GatewayProcess,
     # the link (gw-a's lease still has at least TTL - TTL/3 to run): nobody sees the hangup.
     second = pbx.inbound_call("09351112233", "", queue="sales", talk=LONG)  # sara is busy
     await second.wait_answered(10)
-    await wait_for(lambda: _answered_row(db, second.linkedid), limit=10)
+    await eventually(lambda: _answered_row(db, second.linkedid), timeout=10)
     killed_at = time.time()
     logins = pbx.logins
     a.kill()
@@ -221,10 +222,10 @@ async def _scenario(world: dict[str, Any], a: GatewayProcess, b: GatewayProcess,
     assert not await holds_link(b)
 
     # gw-b takes the link over within seconds: lease expiry, then its next attempt.
-    await wait_for(lambda: holds_link(b), limit=LEASE_TTL * 4 + 5)
+    await eventually(lambda: holds_link(b), timeout=LEASE_TTL * 4 + 5)
     took_over = time.time() - killed_at
     assert pbx.logins > logins and len(pbx.sessions) == 1  # gw-b's, gw-a's is gone
-    body = await wait_for(lambda: ready(b))
+    body = await eventually(lambda: ready(b), timeout=20)
     assert body["checks"]["pbx:lab"] == "up (held here)"
 
     # The first call is still going; it ends now, seen by gw-b only, and sara (still on
@@ -238,7 +239,7 @@ async def _scenario(world: dict[str, Any], a: GatewayProcess, b: GatewayProcess,
         rows = await calls(db)
         return rows if len(rows) == 2 and all(r.ended_at for r in rows) else None
 
-    rows = await wait_for(both_closed, limit=15)
+    rows = await eventually(both_closed, timeout=15)
     one, two = (next(r for r in rows if r.call_uid == c.linkedid) for c in (first, second))
     # The call that outlived gw-a: one row, updated by gw-b, with everything gw-a knew.
     assert one.contact_id == world["ali"].id
@@ -318,13 +319,13 @@ async def test_control_actions_sent_to_the_standby_are_carried_out_by_the_link_h
         rows = [r for r in await calls(db) if r.direction == "outbound"]
         return rows[0] if rows else None
 
-    row = await wait_for(outbound_row, limit=10)
+    row = await eventually(outbound_row, timeout=10)
     assert row.contact_id == world["ali"].id and row.agent_id == world["sara"].user.id
 
     # Hang up through gw-b a call only gw-a's call-state machine knows.
     call = pbx.inbound_call("09121234567", "علی رضایی", queue="support", talk=LONG)
     await call.wait_answered(10)
-    await wait_for(lambda: _answered_row(db, call.linkedid), limit=10)
+    await eventually(lambda: _answered_row(db, call.linkedid), timeout=10)
     path = f"/api/v1/calls/lab/{call.linkedid}/hangup"
     reza = await b.login("reza")
     # The live list on gw-b is gw-a's (its call-state machine), as each user may see it.
@@ -370,7 +371,7 @@ async def test_fastagi_on_the_standby_routes_with_the_holders_agent_states(world
         at_b = await route(b)
         return at_b if at_b == at_a else None
 
-    await wait_for(routed_like_a, limit=10)
+    await eventually(routed_like_a, timeout=10)
 
     # Her supervisor pauses her through gw-b: gw-a tells the PBX, and both route alike again.
     boss = await b.login("boss")
@@ -390,8 +391,8 @@ async def test_fastagi_on_the_standby_routes_with_the_holders_agent_states(world
         variables = await route(gw)
         return variables if variables["TAMAS_ROUTE"] == "queue" else None
 
-    at_a = await wait_for(lambda: queued(a), limit=10)
-    at_b = await wait_for(lambda: queued(b), limit=10)
+    at_a = await eventually(lambda: queued(a), timeout=10)
+    at_b = await eventually(lambda: queued(b), timeout=10)
     assert at_b == at_a
 
 
@@ -405,13 +406,13 @@ async def test_after_the_holder_dies_control_actions_reach_the_new_holder(world)
     assert out.status == 503 and "PBX lab" in out.body["error"], out.body
     assert not sent(world["pbx"], "Originate")
 
-    await wait_for(lambda: holds_link(b), limit=LEASE_TTL * 4 + 5)
+    await eventually(lambda: holds_link(b), timeout=LEASE_TTL * 4 + 5)
     out = await b.api("POST", "/api/v1/calls/click-to-call", sara, click)
     assert (out.status, out.served_by) == (202, None), out.body  # the holder now: served here
     # A third instance, started now, forwards to the new holder.
     c = world["gateway"]("gw-c")
     await c.wait_serving()
-    await wait_for(lambda: ready(c))
+    await eventually(lambda: ready(c), timeout=20)
     out = await c.api("POST", "/api/v1/calls/click-to-call", sara, click)
     assert (out.status, out.served_by) == (202, "gw-b"), out.body
     assert len(sent(world["pbx"], "Originate")) == 2 and len(world["pbx"].sessions) == 1

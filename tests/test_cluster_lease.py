@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tamas.cluster.lease import LeaseKeeper, RedisLease, instance_of, make_token
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -28,14 +29,6 @@ async def redis(redis_server):
 @pytest.fixture
 def key() -> str:
     return f"test:lease:{uuid.uuid4().hex}"
-
-
-async def wait_until(predicate, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
 
 
 def test_a_token_names_its_instance_and_differs_per_process_life():
@@ -109,7 +102,7 @@ async def test_keepers_hold_one_at_a_time_and_a_clean_stop_hands_over(redis, key
     a = rec.keeper(RedisLease(redis, key, make_token("gw-a"), TTL), "a")
     b = rec.keeper(RedisLease(redis, key, make_token("gw-b"), TTL), "b")
     a.start()
-    await wait_until(lambda: a.held)
+    await eventually(lambda: a.held)
     b.start()
     await asyncio.sleep(TTL * 2)  # several rounds: a renews, b keeps trying
     assert a.held and not b.held
@@ -117,7 +110,7 @@ async def test_keepers_hold_one_at_a_time_and_a_clean_stop_hands_over(redis, key
     assert instance_of(b.holder) == "gw-a"
     await a.stop()  # on_lost first, then the lease is released
     assert rec.log[-1] == "a lost"
-    await wait_until(lambda: b.held, TTL * 3)
+    await eventually(lambda: b.held, TTL * 3)
     assert rec.log == ["a acquired", "a lost", "b acquired"]
     await b.stop()
 
@@ -127,11 +120,11 @@ async def test_a_dead_holder_is_replaced_once_its_lease_runs_out(redis, key):
     a = rec.keeper(RedisLease(redis, key, make_token("gw-a"), TTL), "a")
     b = rec.keeper(RedisLease(redis, key, make_token("gw-b"), TTL), "b")
     a.start()
-    await wait_until(lambda: a.held)
+    await eventually(lambda: a.held)
     b.start()
     assert a._task is not None
     a._task.cancel()  # the process died: no on_lost, no release
-    await wait_until(lambda: b.held, TTL * 4)
+    await eventually(lambda: b.held, TTL * 4)
     assert rec.log == ["a acquired", "b acquired"]
     assert await redis.get(key) == b.lease.token.encode()
     await b.stop()
@@ -149,7 +142,7 @@ async def test_a_holder_that_cannot_reach_redis_gives_the_link_up_within_its_ttl
     unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     lease.redis = unreachable
     a.start()
-    await wait_until(lambda: not a.held, TTL * 4)
+    await eventually(lambda: not a.held, TTL * 4)
     assert rec.log == ["a acquired", "a lost"]
     assert a.errors >= 1 and a.last_error
     await a.stop()

@@ -24,6 +24,7 @@ from tamas.app import create_app
 from tamas.config import AmiServer, Settings
 from tests.crm_fixtures import make_actor
 from tests.routing_world import agi_call
+from tests.waiting import eventually
 
 TIME_SCALE = 0.02
 
@@ -94,15 +95,6 @@ async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], .
 
 def value(metrics, name: str, **labels: str) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))
-
-
-async def eventually(predicate, limit: float = 10.0):
-    async with asyncio.timeout(limit):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await asyncio.sleep(0.05)
 
 
 async def test_metrics_count_ami_events_calls_pops_routes_and_websocket_clients(
