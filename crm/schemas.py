@@ -10,7 +10,15 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictInt,
+    create_model,
+    field_validator,
+)
 
 Channel = Literal["phone", "mobile", "sms", "email", "whatsapp", "in_person"]
 PhoneKind = Literal["mobile", "office", "home", "fax", "other"]
@@ -18,6 +26,10 @@ PhoneKind = Literal["mobile", "office", "home", "fax", "other"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MergeIn(Strict):
+    duplicate_ids: list[StrictInt] = Field(min_length=1)
 
 
 class PhoneIn(Strict):

@@ -159,3 +159,39 @@ async def test_openapi_document_lists_entity_routes_with_schemas(api):
         "ContactIn"
     )
     assert "ContactIn" in doc["components"]["schemas"]
+
+
+async def test_openapi_documents_the_body_of_every_route_that_reads_one(api):
+    doc = await (await api.client.get("/api/v1/openapi.json")).json()
+
+    def body_of(method: str, path: str) -> dict:
+        return doc["paths"][path][method]["requestBody"]
+
+    def schema_name(method: str, path: str) -> str:
+        ref = body_of(method, path)["content"]["application/json"]["schema"]["$ref"]
+        return ref.rsplit("/", 1)[1]
+
+    assert schema_name("post", "/api/v1/calls/click-to-call") == "ClickToCallIn"
+    assert schema_name("post", "/api/v1/contacts/{id}/merge") == "MergeIn"
+    assert schema_name("post", "/api/v1/routing/test") in doc["components"]["schemas"]
+    run = body_of("post", "/api/v1/automation/rules/{id}/run")
+    assert run["required"] is False  # the body is optional there
+    upload = body_of("post", "/api/v1/contacts/{id}/documents")["content"]
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert "requestBody" not in doc["paths"]["/api/v1/auth/logout"]["post"]
+
+
+async def test_merge_with_a_body_that_is_not_a_list_of_ids_is_refused_clearly(api):
+    admin = await api.actor("admin", "admin")
+    keep = await api.call("POST", "/api/v1/contacts", admin, expect=201, json={"first_name": "Ali"})
+    path = f"/api/v1/contacts/{keep['id']}/merge"
+    for bad, field in (
+        ({"duplicate_ids": "7"}, "duplicate_ids"),
+        ({"duplicate_ids": ["7"]}, "duplicate_ids[0]"),
+        ({"duplicate_ids": []}, "duplicate_ids"),
+        ({"ids": [7]}, "ids"),
+    ):
+        out = await api.call("POST", path, admin, expect=422, json=bad)
+        assert field in {e["field"] for e in out["errors"]}, (bad, out)
+    out = await api.call("POST", path, admin, expect=422, data=b"{not json")
+    assert out["errors"] == [{"field": "body", "reason": "not valid JSON"}]

@@ -3,7 +3,9 @@ cannot drift from what the server accepts."""
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +29,38 @@ def _schema_ref(components: dict[str, Any], model: type[BaseModel]) -> dict[str,
         components[name] = sub
     components[model.__name__] = schema
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+_BODY_CALL = re.compile(r"\bbody\(\s*request\s*,\s*([A-Za-z_][\w.]*)\s*\)")
+
+
+def body_model(handler: Callable[..., Any]) -> tuple[type[BaseModel], bool] | None:
+    """The pydantic model a handler validates its JSON body with (``await body(request,
+    Model)``, :func:`crm.api.base.body`) and whether the body is required, read from the
+    handler's own source: the document follows the code without a second list to keep."""
+    fn = inspect.unwrap(handler)
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
+    found = _BODY_CALL.search(source)
+    if found is None:
+        return None
+    head, *rest = found.group(1).split(".")
+    obj: Any = getattr(fn, "__globals__", {}).get(head)
+    for name in rest:
+        obj = getattr(obj, name, None)
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        return None
+    return obj, "request.can_read_body" not in source
+
+
+def _reads_multipart(handler: Callable[..., Any]) -> bool:
+    """A file upload (``await request.multipart()``, the file in the field ``file``)."""
+    try:
+        return "request.multipart()" in inspect.getsource(inspect.unwrap(handler))
+    except (OSError, TypeError):
+        return False
 
 
 def build(app: web.Application) -> dict[str, Any]:
@@ -67,10 +101,20 @@ def build(app: web.Application) -> dict[str, Any]:
         if route.method == "GET" and not params and path.count("/") == 3:
             op["description"] = _FILTER_DOC
         model = bodies.get((route.method, path))
+        required = True
+        if model is None and route.method in ("POST", "PUT", "PATCH"):
+            model, required = body_model(handler) or (None, True)
         if model is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": required,
                 "content": {"application/json": {"schema": _schema_ref(components, model)}},
+            }
+        elif route.method == "POST" and _reads_multipart(handler):
+            file = {"type": "string", "contentMediaType": "application/octet-stream"}
+            upload = {"type": "object", "properties": {"file": file}, "required": ["file"]}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": upload}},
             }
         if path != "/api/v1/auth/login" and path != "/api/v1/openapi.json":
             op["security"] = [{"bearer": []}]

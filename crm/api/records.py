@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from crm.api.base import body, db, int_param, json_response, match_id, principal, settings
-from crm.errors import ValidationFailed
+from crm.schemas import MergeIn
 from crm.services import lifecycle, records, timeline
 from crm.services.entities import SPECS, EntitySpec
 from crm.services.timeline import _TIMELINE_FK
@@ -92,10 +92,8 @@ def _routes_for(spec: EntitySpec) -> list[web.RouteDef]:
     if spec.name in ("contact", "account", "lead"):
 
         async def merge(request: web.Request) -> web.Response:
-            raw = await request.json()
-            ids = raw.get("duplicate_ids") if isinstance(raw, dict) else None
-            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-                raise ValidationFailed.one("duplicate_ids", "must be a list of ids")
+            """Merge duplicates into this record (their phones, activities, deals...)."""
+            ids = (await body(request, MergeIn)).duplicate_ids
             async with db(request).session() as s:
                 out = await lifecycle.merge(
                     s,
