@@ -192,6 +192,9 @@ class EmailSettings(BaseModel):
     # Shared secret of POST /email/inbound (the MTA pipes bounces and replies there);
     # unset: the endpoint is off (admins can still post to /api/v1/email/inbound).
     inbound_secret: str | None = Field(default=None, min_length=16)
+    # Soft bounces (mailbox full...) of this many messages in a row to an address suppress
+    # it like a hard bounce; 0: never.
+    soft_bounce_limit: int = Field(default=3, ge=0, le=100)
     # A maildir the MTA delivers bounces and replies to, polled every poll_seconds.
     maildir: Path | None = None
     poll_seconds: float = Field(default=30.0, gt=0)

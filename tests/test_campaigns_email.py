@@ -585,3 +585,49 @@ async def test_two_senders_at_once_never_mail_anyone_twice(db, smtp_server):
     rcpts = [r for m in smtp_server.messages for r in m.rcpt_tos]
     assert len(rcpts) == len(set(rcpts)) == 12
     assert {m.status for m in (await rows(db, cid)).values()} == {"sent", "skipped"}
+
+
+async def test_an_address_that_bounces_soft_three_times_in_a_row_is_suppressed(gateway):
+    """A mailbox full for weeks: after the third soft bounce in a row it is not mailed
+    again; one message delivered in between starts the count again."""
+    gw = gateway
+    aud = await seed_audience(gw.db)
+    secret = {"X-Tamas-Inbound-Secret": INBOUND_SECRET}
+
+    def full_mailbox(original_id: str, mid: str) -> bytes:
+        return (
+            "From: MAILER-DAEMON@mx.example.org\nTo: bounces@shop.example\n"
+            f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <{mid}@mx>\n"
+            "MIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+            "--B\nContent-Type: text/plain\n\nSorry.\n\n"
+            "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
+            "Final-Recipient: rfc822; john@example.org\nAction: failed\nStatus: 4.2.2\n"
+            "Diagnostic-Code: smtp; 452 4.2.2 mailbox full\n\n"
+            "--B\nContent-Type: text/rfc822-headers\n\n"
+            f"To: john@example.org\nMessage-ID: <{original_id}>\n\n--B--\n"
+        ).encode()
+
+    async def campaign(n: int, bounce: bool) -> dict:
+        cid = await email_campaign(gw.db, aud, name=f"Offer {n}")
+        await run(gw, cid)
+        john = (await rows(gw.db, cid))[("contact", aud.ids["john"])]
+        if not bounce:
+            return {"status": john.status}
+        resp = await gw.client.post(
+            "/email/inbound", data=full_mailbox(john.message_id, f"soft{n}"), headers=secret
+        )
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+    assert (await campaign(1, True))["suppressed"] is None
+    assert (await campaign(2, False))["status"] == "sent"  # delivered: the count starts again
+    assert (await campaign(3, True))["suppressed"] is None
+    assert (await campaign(4, True))["suppressed"] is None
+    assert (await campaign(5, True))["suppressed"] == "john@example.org"
+    async with gw.db.session() as s:
+        suppression = await s.get(EmailSuppression, "john@example.org")
+    assert suppression is not None and suppression.reason == "soft_bounces"
+    cid = await email_campaign(gw.db, aud, name="Offer 6")
+    await run(gw, cid)
+    assert (await rows(gw.db, cid))[("contact", aud.ids["john"])].skip_reason == "suppressed"

@@ -587,8 +587,9 @@ async def inbound_api(request: web.Request) -> web.Response:
     p = principal(request)
     p.require("campaign", "edit")
     raw = await _read_raw(request)
+    limit = settings(request).email.soft_bounce_limit
     async with db(request).session() as s:
-        result = await inbound.ingest(s, raw)
+        result = await inbound.ingest(s, raw, soft_limit=limit)
     return json_response(result.as_json(), status=200 if result.duplicate else 201)
 
 
@@ -742,7 +743,8 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 
 async def inbound_hook(request: web.Request) -> web.Response:
     """Bounces and replies piped in by the MTA: ``X-Tamas-Inbound-Secret`` must match."""
-    secret = settings(request).email.inbound_secret
+    config = settings(request).email
+    secret = config.inbound_secret
     given = request.headers.get("X-Tamas-Inbound-Secret", "")
     if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
         return json_response({"error": "unknown or missing inbound secret"}, status=403)
@@ -751,7 +753,7 @@ async def inbound_hook(request: web.Request) -> web.Response:
     except ValidationFailed as exc:
         return json_response({"error": str(exc)}, status=422)
     async with request.app[_DB].session() as s:
-        result = await inbound.ingest(s, raw)
+        result = await inbound.ingest(s, raw, soft_limit=config.soft_bounce_limit)
     return json_response(result.as_json(), status=200 if result.duplicate else 201)
 
 
@@ -808,7 +810,7 @@ def setup_campaigns(app: web.Application, database: Database, config: Settings) 
 
             async def ingest(raw: bytes) -> object:
                 async with database.session() as s:
-                    return await inbound.ingest(s, raw)
+                    return await inbound.ingest(s, raw, soft_limit=config.email.soft_bounce_limit)
 
             tasks.append(
                 asyncio.create_task(

@@ -13,7 +13,9 @@ the bounced recipient or the sender's address among the addresses we mailed, and
 reply from an address we never mailed, the one live customer record with that e-mail. Then:
 
 * a failed delivery marks the message bounced (hard for a 5.x.x status, else soft) and a
-  hard bounce suppresses the address (never mailed again);
+  hard bounce suppresses the address (never mailed again), as do soft bounces of the last
+  ``soft_limit`` messages sent to it (a mailbox full or refusing for weeks: mailing it on
+  only costs the sender's reputation; one message delivered in between starts again);
 * a reply sets ``replied_at`` (a response in the campaign's results) and is written to the
   customer's timeline as a note linked to the campaign;
 * every message is kept in ``inbound_emails`` whether matched or not, and the same message
@@ -269,6 +271,25 @@ class IngestResult:
         return dict(self.__dict__)
 
 
+async def _soft_bounces_in_a_row(session: AsyncSession, address: str, limit: int) -> bool:
+    """Did each of the last ``limit`` messages sent to ``address`` bounce soft?"""
+    if limit <= 0:
+        return False
+    await session.flush()  # the bounce just recorded counts
+    kinds = list(
+        await session.scalars(
+            select(EmailMessage.bounce_kind)
+            .where(
+                func.lower(EmailMessage.to_address) == address.strip().lower(),
+                EmailMessage.sent_at.is_not(None),
+            )
+            .order_by(EmailMessage.sent_at.desc(), EmailMessage.id.desc())
+            .limit(limit)
+        )
+    )
+    return len(kinds) == limit and all(kind == "soft" for kind in kinds)
+
+
 async def _message_by_ids(session: AsyncSession, ids: list[str]) -> EmailMessage | None:
     if not ids:
         return None
@@ -316,8 +337,18 @@ async def _customer_with_email(
     return found[0] if len(found) == 1 else None
 
 
-async def ingest(session: AsyncSession, raw: bytes, now: dt.datetime | None = None) -> IngestResult:
-    """Record one inbound message and what it means (see the module docstring)."""
+SOFT_LIMIT = 3
+"""Soft bounces in a row (the last messages sent to an address) that suppress it."""
+
+
+async def ingest(
+    session: AsyncSession,
+    raw: bytes,
+    now: dt.datetime | None = None,
+    soft_limit: int = SOFT_LIMIT,
+) -> IngestResult:
+    """Record one inbound message and what it means (see the module docstring);
+    ``soft_limit`` 0: soft bounces never suppress."""
     now = now or utcnow()
     parsed = parse(raw)
     if parsed.message_id:
@@ -391,8 +422,11 @@ async def ingest(session: AsyncSession, raw: bytes, now: dt.datetime | None = No
             )
         )
         address = (failed.recipient if failed and failed.recipient else None) or msg.to_address
-        if hard and address:
-            await suppress(session, address, "bounce", msg.entity_type, msg.entity_id, msg.id)
+        reason = "bounce" if hard else None
+        if not hard and address and await _soft_bounces_in_a_row(session, address, soft_limit):
+            reason = "soft_bounces"
+        if reason is not None and address:
+            await suppress(session, address, reason, msg.entity_type, msg.entity_id, msg.id)
             result.suppressed = address.lower()
     elif parsed.kind == "delay" and msg is not None:
         session.add(EmailEvent(message_id=msg.id, kind="delay", at=now, detail=detail))
