@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import audit
-from crm.api.base import body, db, int_param, json_response, match_id, principal
+from crm.api.base import TIMELINE_EXTRAS, body, db, int_param, json_response, match_id, principal
 from crm.db import Database
 from crm.errors import Conflict, NotFound, ValidationFailed
 from crm.models import (
@@ -207,6 +207,40 @@ async def activity_recordings(request: web.Request) -> web.Response:
         rules = await service.rules(s)
         items = [present(r, service.rule_for(rules, r)) for r in rows]
     return json_response({"items": items})
+
+
+async def add_recordings(s: AsyncSession, p: Principal, items: list[dict[str, Any]]) -> None:
+    """The recordings of the calls on a timeline page, for a user who may hear them: the
+    desktop plays them there, or says why one cannot be played (missing, failed...)."""
+    ids = [item["id"] for item in items if item.get("kind") == "call"]
+    if not ids:
+        return
+    calls = {a.id: a for a in await s.scalars(select(Activity).where(Activity.id.in_(ids)))}
+    audible = {(a.pbx, a.call_uid): a.id for a in calls.values() if a.call_uid and may_hear(p, a)}
+    if not audible:
+        return
+    found: dict[int, list[dict[str, Any]]] = {}
+    rows = await s.scalars(
+        select(Recording)
+        .where(Recording.call_uid.in_({uid for _, uid in audible}), Recording.status != "deleted")
+        .order_by(Recording.started_at, Recording.id)
+    )
+    for rec in rows:
+        call_id = audible.get((rec.pbx, rec.call_uid))
+        if call_id is not None:
+            stored = rec.status == "stored"
+            found.setdefault(call_id, []).append(
+                {
+                    "id": rec.id,
+                    "status": rec.status,
+                    "duration_s": rec.duration_s,
+                    "error": None if stored else rec.error,
+                    "audio_url": f"/api/v1/recordings/{rec.id}/audio" if stored else None,
+                }
+            )
+    for item in items:
+        if item["id"] in found:
+            item["recordings"] = found[item["id"]]
 
 
 async def get_recording(request: web.Request) -> web.Response:
@@ -495,6 +529,7 @@ def setup_recordings(
     app[RECORDINGS] = service
     app[PLAYS] = {}
     app.add_routes(recording_routes())
+    app.setdefault(TIMELINE_EXTRAS, []).append(add_recordings)
     if control is not None and cfg.enabled:
         control.recording_listener = service
 

@@ -10,6 +10,7 @@ Screenshots go to test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from playwright.async_api import expect
 from sqlalchemy import select
 
 from crm.db import Database
-from crm.models import Activity, Lead, User
+from crm.models import Activity, Lead, Recording, User
 from crm.schemas import ActivityIn, ContactIn, PhoneIn, TeamIn
 from crm.services import records
 from crm.services.entities import SPECS
@@ -29,7 +30,8 @@ from crm.services.users import create_team
 from cti.simulator import Agent, PbxConfig, QueueConfig, SimulatedPbx
 from cti.simulator.engine import Request, SimCall
 from tamas.app import create_app
-from tamas.config import Settings
+from tamas.config import RecordingSettings, Settings
+from tests.ami_trace import TRACES
 from tests.crm_fixtures import Actor, make_actor
 from tests.desktop_kit import chromium, new_page, screenshot
 from tests.simulated import simulator_ami
@@ -37,6 +39,7 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
 
+WAV = TRACES / "recording-inbound-answered.wav"
 RINGING_FOREVER = "100000"  # simulated seconds: the phone rings until the test answers
 
 
@@ -66,6 +69,8 @@ class World:
     reza: Actor
     boss: Actor
     ali_id: int
+    spool: Path
+    """Where the gateway finds the PBX's recordings (as if the PBX's monitor directory)."""
 
     def inbound(self, number: str, **kw) -> SimCall:
         kw.setdefault("talk", 3600)
@@ -137,12 +142,15 @@ async def world(db, tmp_path: Path, chromium_path: str):
             "IR",
         )
         ali_id = ali.id
+    spool = tmp_path / "spool"
+    spool.mkdir()
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=db.url,
         simulate_pbx=False,
         agi_port=0,
         ami=[simulator_ami(pbx, ping_interval=1, ping_timeout=1, action_timeout=3)],
+        recordings=RecordingSettings(spool_dir=spool, stable_seconds=0.2),
     )
     app = create_app(settings, db)
     server = TestServer(app, host="127.0.0.1")
@@ -169,6 +177,7 @@ async def world(db, tmp_path: Path, chromium_path: str):
                 reza=reza,
                 boss=boss,
                 ali_id=ali_id,
+                spool=spool,
             )
     finally:
         await server.close()
@@ -241,6 +250,47 @@ async def test_agent_takes_a_call_from_pop_to_timeline(world):
     assert task is not None and task.is_callback and task.contact_id == world.ali_id
     assert task.assignee_id == world.sara.user.id and task.status == "open"
     assert task.due_at is not None and task.due_at.year == 2030
+    assert page.js_errors == []
+
+
+async def test_the_recording_of_a_call_plays_on_the_customers_timeline(world):
+    page = await sign_in(world, "sara")
+    call = world.inbound("09121234567", name="Ali")
+    await page.locator(".call-card[data-phase=ringing]").wait_for()
+    await world.answer(call)
+    world.hang_up(call)
+    await call.wait_finished(10)
+
+    async def recording() -> Recording | None:
+        async with world.db.session() as s:
+            return await s.scalar(select(Recording).where(Recording.call_uid == call.linkedid))
+
+    rec = await eventually(recording)
+    # Until the PBX's file is there, the timeline says so instead of offering a player.
+    await page.goto(f"/app#/contact/{world.ali_id}")
+    waiting = page.locator(f"#timeline .recording[data-id='{rec.id}']")
+    await expect(waiting).to_have_attribute("data-status", re.compile("pending|ingesting"))
+    # MixMonitor's file (the real one recorded from Asterisk 22) lands in the spool.
+    (world.spool / Path(rec.source).name).write_bytes(WAV.read_bytes())
+
+    async def stored() -> bool:
+        found = await recording()
+        return found is not None and found.status == "stored"
+
+    await eventually(stored, 20)
+    await page.reload()
+    player = page.locator(f"#timeline .recording[data-id='{rec.id}'] audio")
+    await player.wait_for()
+    # The browser's own player fetches it (login cookie, Range) and knows its length.
+    duration = await player.evaluate(
+        """el => new Promise((ok, fail) => {
+             el.addEventListener('loadedmetadata', () => ok(el.duration));
+             el.addEventListener('error', () => fail(String(el.error && el.error.message)));
+             el.preload = 'metadata'; el.load();
+           })"""
+    )
+    assert duration == pytest.approx(5.5, abs=0.2)
+    await screenshot(page, "agent-05-recording-on-timeline")
     assert page.js_errors == []
 
 

@@ -262,6 +262,31 @@ async def test_the_customer_record_lists_the_recordings_of_its_calls(world):
     )
 
 
+async def test_the_calls_on_a_customers_timeline_carry_their_recordings_or_why_not(world):
+    ali = world["ali"]
+    good = await world["record"]("c1", WAV.read_bytes())
+    broken = await world["record"]("c2", b"JUNK" + WAV.read_bytes()[4:])
+    path = f"/api/v1/contacts/{ali.id}/timeline"
+    out = await world["api"].call("GET", path, await world["h"]("sara"))
+    by_call = {i["id"]: i.get("recordings") for i in out["items"] if i["kind"] == "call"}
+    assert by_call[good.activity_id] == [
+        {
+            "id": good.id,
+            "status": "stored",
+            "duration_s": pytest.approx(5.5),
+            "error": None,
+            "audio_url": f"/api/v1/recordings/{good.id}/audio",
+        }
+    ]
+    [problem] = by_call[broken.activity_id]
+    assert problem["status"] == "corrupt" and "not a WAV" in problem["error"]
+    assert problem["audio_url"] is None
+    # Her supervisor hears her calls; the supervisor of another team does not even see Ali.
+    boss = await world["api"].call("GET", path, await world["h"]("boss"))
+    assert all(i.get("recordings") for i in boss["items"] if i["kind"] == "call")
+    await world["api"].call("GET", path, await world["h"]("otherboss"), expect=404)
+
+
 # -- audit --------------------------------------------------------------------------------
 
 

@@ -23,6 +23,9 @@ DB = web.AppKey("db", Database)
 SETTINGS = web.AppKey("settings", Settings)
 PRINCIPAL = web.RequestKey("principal", Principal)
 TOKEN_COOKIE = "tamas_token"
+TimelineExtra = Callable[[Any, Principal, list[dict[str, Any]]], Awaitable[None]]
+"""Adds to a page of timeline items, in the request's session (e.g. calls' recordings)."""
+TIMELINE_EXTRAS: web.AppKey[list[TimelineExtra]] = web.AppKey("timeline_extras")
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from crm.api.base import body, db, int_param, json_response, match_id, principal, settings
+from crm.api.base import (
+    TIMELINE_EXTRAS,
+    body,
+    db,
+    int_param,
+    json_response,
+    match_id,
+    principal,
+    settings,
+)
 from crm.schemas import MergeIn
 from crm.services import lifecycle, records, timeline
 from crm.services.entities import SPECS, EntitySpec
@@ -76,16 +85,19 @@ def _routes_for(spec: EntitySpec) -> list[web.RouteDef]:
 
         async def timeline_(request: web.Request) -> web.Response:
             kinds = [k for k in request.query.get("kind", "").split(",") if k]
+            p = principal(request)
             async with db(request).session() as s:
                 out = await timeline.timeline(
                     s,
-                    principal(request),
+                    p,
                     spec.name,
                     match_id(request),
                     request.query.get("cursor"),
                     int_param(request, "limit", 50, hi=200),
                     kinds,
                 )
+                for extra in request.app.get(TIMELINE_EXTRAS, ()):
+                    await extra(s, p, out["items"])
             return json_response(out)
 
         routes.append(web.get(base + "/{id}/timeline", timeline_))

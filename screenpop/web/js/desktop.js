@@ -1181,8 +1181,29 @@ function renderTimeline(items) {
         a.disposition ? h('p', {}, h('span', { class: 'badge disposition', dataset: { code: a.disposition } }, labelOf(dispositions, a.disposition))) : null,
         a.body && a.body !== a.subject ? h('p', { class: 'body' }, a.body) : null,
         a.due_at ? h('p', { class: 'muted' }, `${t('due')}: `, formatDate(a.due_at)) : null,
+        (a.recordings || []).map(renderRecording),
       ),
     ),
+  );
+}
+
+/** A call's recording on the timeline: a player (loaded only when played: every play is
+ * audited), or why it cannot be played. */
+function renderRecording(rec) {
+  if (rec.audio_url) {
+    return h(
+      'p',
+      { class: 'recording', dataset: { id: rec.id } },
+      h('audio', { controls: true, preload: 'none', src: rec.audio_url, 'aria-label': t('recording') }),
+      rec.duration_s !== null && rec.duration_s !== undefined ? h('span', { class: 'muted' }, ` ${formatDuration(Math.floor(rec.duration_s))}`) : null,
+    );
+  }
+  const problem = rec.status === 'ingesting' || rec.status === 'pending' ? null : rec.error;
+  return h(
+    'p',
+    { class: ['recording', 'muted'], dataset: { id: rec.id, status: rec.status } },
+    t(`recording_${rec.status}`),
+    problem ? h('span', { class: 'recording-error', dir: 'ltr' }, ` (${problem})`) : null,
   );
 }
 
