@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
 from sqlalchemy import select, update
 
 from crm.automation import AUTOMATION, runner
@@ -32,7 +31,7 @@ from crm.schemas import ActivityIn, ContactIn, DealIn, LeadIn, PhoneIn
 from crm.services import records
 from crm.services.entities import SPECS
 from tests.crm_fixtures import make_actor, make_pipeline
-from tests.waiting import eventually
+from tests.waiting import eventually, next_frame
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -602,16 +601,6 @@ async def _socket(world: World, who: str) -> Any:
     return ws
 
 
-async def _frame(ws: Any, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            msg = await ws.receive()
-            assert msg.type == WSMsgType.TEXT, msg
-            frame = json.loads(msg.data)
-            if frame["type"] == kind:
-                return frame
-
-
 async def test_reminders_for_tasks_and_meetings_are_pushed_to_the_desktop_once(world):
     sara = await world.actor("sara")
     reza = await world.actor("reza")
@@ -650,11 +639,11 @@ async def test_reminders_for_tasks_and_meetings_are_pushed_to_the_desktop_once(w
     )
     rule = await world.rule("reminders", {"task_minutes_before": 15, "meeting_minutes_before": 30})
     ws = await _socket(world, "sara")
-    await _frame(ws, "snapshot")
+    await next_frame(ws, "snapshot")
     results = await world.service.tick()
     assert [r["rule_id"] for r in results] == [rule["id"]]
-    first = await _frame(ws, "reminder")
-    second = await _frame(ws, "reminder")
+    first = await next_frame(ws, "reminder")
+    second = await next_frame(ws, "reminder")
     got = {first["activity_id"]: first, second["activity_id"]: second}
     assert set(got) == {task, meeting}
     assert got[task]["kind"] == "task" and got[task]["subject"] == "Call Ali back"
@@ -687,7 +676,7 @@ async def test_reminders_for_tasks_and_meetings_are_pushed_to_the_desktop_once(w
         json={"due_at": (now + dt.timedelta(minutes=12)).isoformat()},
     )
     await world.service.runner.run(rule["id"], "schedule")
-    moved = await _frame(ws, "reminder")
+    moved = await next_frame(ws, "reminder")
     assert moved["activity_id"] == task
     await ws.close()
     # Only runs that sent something are in the audit log (sweeps run every minute).

@@ -158,6 +158,32 @@ async def test_the_pace_is_obeyed_on_a_virtual_clock(gateway):
     assert sum(gw.clock.slept) >= 2.5  # five waits of half a second
 
 
+def dsn(
+    recipient: str,
+    original_id: str | None,
+    mid: str,
+    failure: tuple[str, str] = ("5.1.1", "550 5.1.1 user unknown"),
+) -> bytes:
+    """A delivery status notification (RFC 3464) for our message ``original_id`` (None: its
+    headers left out), with ``failure`` = (status, diagnostic)."""
+    status, diagnostic = failure
+    headers = f"Message-ID: <{original_id}>\n" if original_id else ""
+    return (
+        "From: MAILER-DAEMON@mx.example.org\nTo: bounces@shop.example\n"
+        f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <{mid}@mx>\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        "--B\nContent-Type: text/plain\n\nSorry.\n\n"
+        "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
+        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: {status}\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n\n"
+        f"--B\nContent-Type: text/rfc822-headers\n\nTo: {recipient}\n{headers}\n--B--\n"
+    ).encode()
+
+
+MAILBOX_FULL = ("4.2.2", "452 4.2.2 mailbox full")  # a soft bounce
+
+
 async def test_a_dsn_bounce_is_recorded_suppressed_and_never_mailed_again(gateway):
     gw = gateway
     aud = await seed_audience(gw.db)
@@ -165,20 +191,6 @@ async def test_a_dsn_bounce_is_recorded_suppressed_and_never_mailed_again(gatewa
     await run(gw, cid)
     john_row = (await rows(gw.db, cid))[("contact", aud.ids["john"])]
     reza_row = (await rows(gw.db, cid))[("contact", aud.ids["reza"])]
-
-    def dsn(recipient, original_id, mid):
-        headers = f"Message-ID: <{original_id}>\n" if original_id else ""
-        return (
-            "From: MAILER-DAEMON@mx.example.org\nTo: bounces@shop.example\n"
-            f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <{mid}@mx>\n"
-            "MIME-Version: 1.0\n"
-            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
-            "--B\nContent-Type: text/plain\n\nSorry.\n\n"
-            "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
-            f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
-            "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n\n"
-            f"--B\nContent-Type: text/rfc822-headers\n\nTo: {recipient}\n{headers}\n--B--\n"
-        ).encode()
 
     hook = "/email/inbound"
     secret = {"X-Tamas-Inbound-Secret": INBOUND_SECRET}
@@ -594,29 +606,14 @@ async def test_an_address_that_bounces_soft_three_times_in_a_row_is_suppressed(g
     aud = await seed_audience(gw.db)
     secret = {"X-Tamas-Inbound-Secret": INBOUND_SECRET}
 
-    def full_mailbox(original_id: str, mid: str) -> bytes:
-        return (
-            "From: MAILER-DAEMON@mx.example.org\nTo: bounces@shop.example\n"
-            f"Subject: Undelivered Mail Returned to Sender\nMessage-ID: <{mid}@mx>\n"
-            "MIME-Version: 1.0\n"
-            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
-            "--B\nContent-Type: text/plain\n\nSorry.\n\n"
-            "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
-            "Final-Recipient: rfc822; john@example.org\nAction: failed\nStatus: 4.2.2\n"
-            "Diagnostic-Code: smtp; 452 4.2.2 mailbox full\n\n"
-            "--B\nContent-Type: text/rfc822-headers\n\n"
-            f"To: john@example.org\nMessage-ID: <{original_id}>\n\n--B--\n"
-        ).encode()
-
     async def campaign(n: int, bounce: bool) -> dict:
         cid = await email_campaign(gw.db, aud, name=f"Offer {n}")
         await run(gw, cid)
         john = (await rows(gw.db, cid))[("contact", aud.ids["john"])]
         if not bounce:
             return {"status": john.status}
-        resp = await gw.client.post(
-            "/email/inbound", data=full_mailbox(john.message_id, f"soft{n}"), headers=secret
-        )
+        report = dsn("john@example.org", john.message_id, f"soft{n}", MAILBOX_FULL)
+        resp = await gw.client.post("/email/inbound", data=report, headers=secret)
         assert resp.status == 201, await resp.text()
         return await resp.json()
 

@@ -5,7 +5,6 @@ one PostgreSQL and a real Redis between them; no PBX."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import uuid
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from crm.automation import AUTOMATION
@@ -26,7 +24,7 @@ from screenpop.hub import HUB, Hub
 from tamas.app import create_app
 from tamas.config import Settings
 from tests.crm_fixtures import Actor, make_actor
-from tests.waiting import eventually
+from tests.waiting import eventually, next_frame
 
 pytestmark = [
     pytest.mark.postgres,
@@ -56,18 +54,8 @@ class Gateway:
     async def socket(self, who: Actor) -> Any:
         ws = await self.client.ws_connect("/ws")
         await ws.send_str(json.dumps({"type": "hello", "token": await self.login(who)}))
-        await frame_of(ws, "snapshot")
+        await next_frame(ws, "snapshot")
         return ws
-
-
-async def frame_of(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            msg = await ws.receive()
-            assert msg.type == WSMsgType.TEXT, msg
-            frame = json.loads(msg.data)
-            if frame["type"] == kind:
-                return frame
 
 
 @pytest.fixture
@@ -127,7 +115,7 @@ async def test_a_reminder_swept_on_one_instance_reaches_the_agent_connected_to_t
     rule = await resp.json()
     run = await a.client.app[AUTOMATION].runner.run(rule["id"], "schedule")
     assert run["affected"] == 1, run  # sent (by way of b), not skipped as "not connected"
-    reminder = await frame_of(ws, "reminder")
+    reminder = await next_frame(ws, "reminder")
     assert reminder["activity_id"] == task.id and reminder["subject"] == "Call Ali back"
     assert a.hub.stats()["user_events_forwarded"] == 1
     assert b.hub.stats()["user_events_received"] == 1
@@ -145,7 +133,7 @@ async def test_a_user_connected_nowhere_is_not_counted_as_reached_and_a_leaving_
     assert not a.hub.push_to_user(reza.user.id, {"type": "reminder"})  # tried again later
     # The same frame, delivered where sara is, numbered in her stream there.
     assert a.hub.push_to_user(sara.user.id, {"type": "dialer.preview", "entry_id": 7})
-    card = await frame_of(ws, "dialer.preview")
+    card = await next_frame(ws, "dialer.preview")
     assert card["entry_id"] == 7 and isinstance(card["seq"], int)
     # Her browser closes: within moments a no longer counts her as reachable.
     await ws.close()

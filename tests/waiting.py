@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
+
+from aiohttp import WSMsgType
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
@@ -19,3 +22,15 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, step: floa
             if result:
                 return result
             await asyncio.sleep(step)
+
+
+async def next_frame(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next frame of ``type`` ``kind`` on a hub websocket (aiohttp client), the ones
+    before it skipped; TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            assert msg.type == WSMsgType.TEXT, msg
+            frame: dict[str, Any] = json.loads(msg.data)
+            if frame["type"] == kind:
+                return frame
