@@ -279,6 +279,9 @@ class AgentStateChanged(DomainEvent):
     device: str | None = None
     member_name: str | None = None
     call_id: str | None = None
+    since: float | None = None
+    """When the agent entered ``state``, on the current-state events sent to an instance
+    that starts late (``at`` is then the time of sending); None: at ``at``."""
 
 
 @dataclass(frozen=True, slots=True)

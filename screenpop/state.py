@@ -614,10 +614,11 @@ class LiveState:
     # -- agents -------------------------------------------------------------------------
     def _on_agent(self, pbx: str, ev: de.AgentStateChanged, out: list[Note], origin: Any) -> None:
         view = self.agents.get(ev.agent)
+        began = ev.at if ev.since is None else ev.since
         if view is None:
-            view = self.agents[ev.agent] = AgentView(ev.agent, pbx, since=ev.at)
+            view = self.agents[ev.agent] = AgentView(ev.agent, pbx, since=began)
         if view.state != ev.state:
-            view.since = ev.at
+            view.since = began
         view.pbx = pbx
         view.state = ev.state
         view.reason = ev.pause_reason

@@ -224,6 +224,8 @@ def test_the_current_agent_states_can_be_told_again_for_a_late_instance():
     }
     assert told["user:8"].pause_reason == "lunch" and told["user:8"].queues == ("sales",)
     assert {e.at for e in events} == {2000.0}
+    # ... each with when the agent entered that state (the queue member events' time).
+    assert all(e.since is not None and e.since < 2000.0 for e in events)  # type: ignore[attr-defined]
 
 
 async def test_a_standby_knows_the_agents_from_the_holders_events():

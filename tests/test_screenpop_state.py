@@ -305,6 +305,11 @@ def test_link_and_agent_changes_are_notes() -> None:
     assert agent.agent.state == "paused" and agent.agent.since == T0 + 3
     state.apply(ev(de.AgentStateChanged(at=T0 + 9, agent=SARA, state="paused", pause_reason="x")))
     assert state.agents[SARA].since == T0 + 3 and state.agents[SARA].reason == "x"
+    # A late instance told the current states: the time in state counts from when it began.
+    late = LiveState()
+    told = de.AgentStateChanged(at=T0 + 90, agent=SARA, state="available", since=T0 + 20)
+    late.apply(ev(told, origin="gw-a"))
+    assert late.agents[SARA].since == T0 + 20
 
 
 # --- live state: queue figures -----------------------------------------------------------------

@@ -29,6 +29,7 @@ counted in ``counters["errors"]`` and never escape: a bad event must not stop th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from cti.ami_message import AmiMessage
@@ -245,7 +246,7 @@ class CallStateMachine(_CallEvents, _QueueEvents):
         instance that starts after the holder of this PBX's link asks for these
         (tamas/pbx_links.py) to know who is available without waiting for each change."""
         return [
-            self._agent_event(a, a.last_key, a.state, now)
+            replace(self._agent_event(a, a.last_key, a.state, now), since=a.since)
             for a in self._agents.values()
             if a.last_key is not None
         ]
