@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -245,6 +245,15 @@ class Settings(BaseSettings):
     dialer: DialerSettings = Field(default_factory=DialerSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
+
+    @model_validator(mode="after")
+    def _reachable_by_the_others(self) -> Settings:
+        if self.redis_url and self.http_port == 0 and not self.advertise_url:
+            raise ValueError(
+                "http_port 0 (any free port) with redis_url: the other instances could not "
+                "reach this one; set advertise_url (TAMAS_ADVERTISE_URL) or a fixed http_port"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
