@@ -396,9 +396,9 @@ class Hub:
         # Several instances: where users are connected, for their own events (presence.py).
         self.presence: Presence | None = None
 
-    def join_cluster(self, publish: Callable[[Any], None]) -> None:
+    def join_cluster(self, instance: str, publish: Callable[[Any], None]) -> None:
         """Announce this instance's users on the bus and deliver others' ``ws.push``."""
-        self.presence = Presence(publish, self._connected_users)
+        self.presence = Presence(instance, publish, self._connected_users)
 
     def _connected_users(self) -> list[int]:
         return [uid for uid, session in self.sessions.items() if session.clients]
@@ -673,14 +673,16 @@ class Hub:
         the user has no socket open anywhere, so the caller can try again later."""
         if self.closing:
             return False
+        sent = False
         session = self.sessions.get(user_id)
         if session is not None and session.clients:
             self._send(session, dumps(dict(frame)), time.time())
-            return True
-        if self.presence is not None and self.presence.elsewhere(user_id):
-            self.presence.forward(user_id, dict(frame))
-            return True
-        return False
+            sent = True
+        others = self.presence.elsewhere(user_id) if self.presence is not None else ()
+        if others and self.presence is not None:  # tabs open on other instances too
+            self.presence.forward(user_id, dict(frame), others)
+            sent = True
+        return sent
 
     def _from_instance(self, event: UsersOnline | UserPush) -> None:
         """Another instance's announcement, or an event it forwards for a user here."""
@@ -689,6 +691,8 @@ class Hub:
             return  # not clustered, or our own
         if isinstance(event, UsersOnline):
             presence.heard(event)
+            return
+        if not presence.for_me(event):
             return
         session = self.sessions.get(event.user_id)
         if session is None or self.closing:

@@ -5,9 +5,9 @@ Behind a load balancer an agent's socket is on one instance while the reminder s
 dialer may run on another. Each instance announces the users with a socket open on it
 (``ws.online``: soon after a change, and every ``every`` seconds so that the users of an
 instance that was killed are forgotten after ``ttl``; an instance shutting down announces
-nobody). :meth:`screenpop.hub.Hub.push_to_user` for a user who is not connected here but
-announced elsewhere publishes a ``ws.push`` on the bus; the Redis bridge carries it, and the
-hub of the instance with the socket numbers it in the user's stream like its own events.
+nobody). :meth:`screenpop.hub.Hub.push_to_user` for a user announced by other instances
+publishes a ``ws.push`` naming them; the Redis bridge carries it to every instance, and the
+hubs it names number it in the user's stream like their own events.
 """
 
 from __future__ import annotations
@@ -37,16 +37,23 @@ class UsersOnline:
 
 @dataclass(frozen=True)
 class UserPush:
-    """An event for one user (a websocket frame), for the instance their socket is on."""
+    """An event for one user (a websocket frame), for the instances their sockets are on."""
 
     user_id: int
     frame: dict[str, Any]
     at: float
+    to: tuple[str, ...] = ()
     type: str = "ws.push"
     origin: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "user_id": self.user_id, "frame": self.frame, "at": self.at}
+        return {
+            "type": self.type,
+            "user_id": self.user_id,
+            "frame": self.frame,
+            "at": self.at,
+            "to": list(self.to),
+        }
 
 
 event_codec.register(UsersOnline, in_envelope=False)
@@ -58,6 +65,7 @@ class Presence:
 
     def __init__(
         self,
+        instance: str,
         publish: Callable[[Any], None],
         local_users: Callable[[], Iterable[int]],
         *,
@@ -65,6 +73,7 @@ class Presence:
         ttl: float = 35.0,
         settle: float = 0.5,
     ) -> None:
+        self.instance = instance
         self.publish = publish
         self.local_users = local_users
         self.every = every
@@ -108,19 +117,24 @@ class Presence:
         else:
             self.remote.pop(event.origin, None)
 
-    def elsewhere(self, user_id: int, now: float | None = None) -> bool:
-        """Has another instance, lately, a socket of this user?"""
+    def elsewhere(self, user_id: int, now: float | None = None) -> tuple[str, ...]:
+        """The other instances that lately had a socket of this user."""
         now = time.monotonic() if now is None else now
+        found = []
         for instance, (heard_at, users) in list(self.remote.items()):
             if now - heard_at > self.ttl:
                 del self.remote[instance]
             elif user_id in users:
-                return True
-        return False
+                found.append(instance)
+        return tuple(sorted(found))
 
-    def forward(self, user_id: int, frame: dict[str, Any]) -> None:
+    def forward(self, user_id: int, frame: dict[str, Any], to: tuple[str, ...]) -> None:
         self.forwarded += 1
-        self.publish(UserPush(user_id, frame, time.time()))
+        self.publish(UserPush(user_id, frame, time.time(), to))
+
+    def for_me(self, event: UserPush) -> bool:
+        """Sent by another instance to this one (every instance reads every push)."""
+        return event.origin is not None and self.instance in event.to
 
     async def leave(self) -> None:
         """Shutting down: stop announcing, and tell the others that nobody is here now."""

@@ -187,7 +187,8 @@ def create_app(settings: Settings, database: Database | None = None) -> web.Appl
         bus.subscribe_batch("call-log", logger.handle_batch, "call.", "pbx.resynced")
         # Screen pops and wallboards show every event, from this instance or another one.
         if redis is not None:
-            hub.join_cluster(bus.publish)  # reminders and dialer cards reach any instance
+            # Reminders and dialer cards reach the user on any instance.
+            hub.join_cluster(settings.instance_name, bus.publish)
         await hub.start()
         bus.subscribe(
             "screenpop", hub.handle, "call.", "queue.", "agent.", "pbx.", "ws.online", "ws.push"

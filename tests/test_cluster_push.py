@@ -135,6 +135,12 @@ async def test_a_user_connected_nowhere_is_not_counted_as_reached_and_a_leaving_
     assert a.hub.push_to_user(sara.user.id, {"type": "dialer.preview", "entry_id": 7})
     card = await next_frame(ws, "dialer.preview")
     assert card["entry_id"] == 7 and isinstance(card["seq"], int)
+    # With a second tab open on a, both tabs get the next one.
+    here = await a.socket(sara)
+    assert a.hub.push_to_user(sara.user.id, {"type": "dialer.preview", "entry_id": 8})
+    assert (await next_frame(here, "dialer.preview"))["entry_id"] == 8
+    assert (await next_frame(ws, "dialer.preview"))["entry_id"] == 8
+    await here.close()
     # Her browser closes: within moments a no longer counts her as reachable.
     await ws.close()
     await eventually(lambda: not a.hub.presence.elsewhere(sara.user.id))  # type: ignore[union-attr]
