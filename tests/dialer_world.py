@@ -3,13 +3,11 @@ customers to call: the world of the dialer tests."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
@@ -26,6 +24,7 @@ from tamas.app import create_app
 from tamas.config import Settings
 from tests.crm_fixtures import Actor, Api, make_actor
 from tests.simulated import simulator_ami
+from tests.waiting import next_frame
 
 TIME_SCALE = 0.02  # one simulated second = 20 ms
 
@@ -112,14 +111,7 @@ class Ws:
         await self.ws.send_str(json.dumps(obj))
 
     async def next_of(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.ws.receive()
-                assert msg.type == WSMsgType.TEXT, msg
-                frame = json.loads(msg.data)
-                self.seen.append(frame)
-                if frame["type"] == kind:
-                    return frame
+        return await next_frame(self.ws, kind, timeout, seen=self.seen)
 
     async def first(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
         """The first frame of ``kind`` this socket got, whenever it came."""

@@ -8,7 +8,6 @@ sees the holder's agent states.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -31,7 +30,7 @@ from cti.simulator.engine import Request
 from tests.cluster_world import SECRET_KEY, Answer, GatewayProcess
 from tests.crm_fixtures import make_actor
 from tests.routing_world import agi_call, set_rules
-from tests.waiting import eventually
+from tests.waiting import eventually, next_frame
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -279,14 +278,7 @@ class Desktop:
 
     async def next_frame(self, kind: str, call_id: str | None = None, limit: float = 15.0):
         try:
-            async with asyncio.timeout(limit):
-                while True:
-                    msg = await self.ws.receive()
-                    assert msg.type == aiohttp.WSMsgType.TEXT, msg
-                    frame = json.loads(msg.data)
-                    self.frames.append(frame)
-                    if frame["type"] == kind and call_id in (None, frame.get("call_id")):
-                        return frame
+            return await next_frame(self.ws, kind, limit, call_id=call_id, seen=self.frames)
         except TimeoutError:
             seen = [(f["type"], f.get("call_id")) for f in self.frames]
             raise AssertionError(f"no {kind} frame for {call_id}; frames: {seen}") from None

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,10 +19,11 @@ from cti.api import CONTROL
 from cti.routing import RUNTIME
 from cti.simulator import PbxConfig, SimulatedPbx
 from tamas.app import create_app
-from tamas.config import AmiServer, Settings
+from tamas.config import Settings
 from tests.crm_fixtures import make_actor
 from tests.routing_world import agi_call
-from tests.waiting import eventually
+from tests.simulated import simulator_ami
+from tests.waiting import eventually, next_frame
 
 TIME_SCALE = 0.02
 
@@ -53,19 +52,8 @@ async def pbx():
 def settings_for(tmp_path: Path, db: Database, pbx: SimulatedPbx | None, **kw: Any) -> Settings:
     ami = []
     if pbx is not None:
-        ami = [
-            AmiServer(
-                name="lab",
-                host="127.0.0.1",
-                port=pbx.port,
-                username=pbx.username,
-                secret=pbx.secret,
-                ping_interval=0.2,
-                ping_timeout=0.5,
-                action_timeout=2,
-                reconnect_max_delay=0.3,
-            )
-        ]
+        timing = {"ping_interval": 0.2, "ping_timeout": 0.5, "action_timeout": 2}
+        ami = [simulator_ami(pbx, reconnect_max_delay=0.3, **timing)]
     return Settings(
         data_dir=tmp_path / "data",
         database_url=db.url,
@@ -124,12 +112,7 @@ async def test_metrics_count_ami_events_calls_pops_routes_and_websocket_clients(
         assert json.loads((await ws.receive()).data)["type"] == "welcome"
         call = pbx.inbound_call("09121234567", "علی", queue="support", talk=500)
         await call.wait_answered()
-        frames = []
-        async with asyncio.timeout(5):
-            while "pop" not in frames:
-                msg = await ws.receive()
-                assert msg.type == aiohttp.WSMsgType.TEXT
-                frames.append(json.loads(msg.data)["type"])
+        await next_frame(ws, "pop", 5)
 
         async def during():
             m = await scrape(client)

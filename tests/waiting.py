@@ -24,13 +24,23 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, step: floa
             await asyncio.sleep(step)
 
 
-async def next_frame(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The next frame of ``type`` ``kind`` on a hub websocket (aiohttp client), the ones
-    before it skipped; TimeoutError after ``timeout``."""
+async def next_frame(
+    ws: Any,
+    kind: str,
+    timeout: float = 10.0,
+    *,
+    call_id: str | None = None,
+    seen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The next frame of ``type`` ``kind`` (and ``call_id``, if given) on a hub websocket
+    (aiohttp client), the ones before it skipped but appended to ``seen`` with it;
+    TimeoutError after ``timeout``."""
     async with asyncio.timeout(timeout):
         while True:
             msg = await ws.receive()
             assert msg.type == WSMsgType.TEXT, msg
             frame: dict[str, Any] = json.loads(msg.data)
-            if frame["type"] == kind:
+            if seen is not None:
+                seen.append(frame)
+            if frame["type"] == kind and call_id in (None, frame.get("call_id")):
                 return frame
